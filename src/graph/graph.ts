@@ -1,0 +1,401 @@
+// ONNX graph → trainable tfjs graph: preparation (support check, parameter discovery, constant folding)
+// and execution.
+import { tf, ensureBackend } from '../engine/tf.js';
+import { cloneModel, declaredElemType, declaredShape, realInputs, topoOrder, type Dim, type OnnxModel } from '../onnx/model.js';
+import { decodeTensor, dtypeFromCode, isFloat, overwriteTensorData, type DType, type HostTensor } from '../onnx/tensor.js';
+import { OnnxError, UnsupportedOpsError } from '../util/errors.js';
+import { parseNode, type Node } from './ir.js';
+import { getOp, unsupportedReason } from './ops/index.js';
+import { hostToTf, isHost, OpCtx, tfToHost, type RunEnv, type Val } from './values.js';
+import path from 'node:path';
+
+export type ParamRole = 'weight' | 'bias' | 'scale' | 'running_mean' | 'running_var' | 'slope';
+
+export interface ParamInfo {
+  name: string;
+  shape: number[];
+  dtype: DType;
+  role: ParamRole;
+  /** updated by gradient descent */
+  trainable: boolean;
+  /** a Conv/ConvTranspose/Gemm/MatMul weight: HYDRA and magnitude pruning act on these */
+  prunable: boolean;
+  /** the node that consumes it, e.g. "Conv node 'conv1'" */
+  node: string;
+  opType: string;
+  /** fan-in of one output unit (prunable weights): Cin/g·kh·kw for conv, K for dense */
+  fanIn?: number;
+}
+
+export interface GraphInput {
+  name: string;
+  dtype: DType;
+  /** declared shape; a free dim is its dim_param name (or '?') */
+  declared: Dim[];
+  /** shape used: free batch dimension (axis 0) is 'N' */
+  shape: Dim[];
+}
+
+export interface PrepareOptions {
+  /** fixed shapes for inputs (by name) whose declared shape has free dimensions other than the batch */
+  inputShapes?: Record<string, number[]>;
+  /** report every folded/removed node (for inspect) */
+  verbose?: boolean;
+}
+
+const WEIGHT_SLOTS: Record<string, [number, ParamRole, boolean][]> = {
+  // [input slot, role, prunable]
+  Conv: [[1, 'weight', true], [2, 'bias', false]],
+  ConvTranspose: [[1, 'weight', true], [2, 'bias', false]],
+  Gemm: [[1, 'weight', true], [2, 'bias', false]],
+  BatchNormalization: [[1, 'scale', false], [2, 'bias', false], [3, 'running_mean', false], [4, 'running_var', false]],
+  InstanceNormalization: [[1, 'scale', false], [2, 'bias', false]],
+  LayerNormalization: [[1, 'scale', false], [2, 'bias', false]],
+  PRelu: [[1, 'slope', false]],
+};
+/** Unary ops a weight may pass through on its way to the layer (exports with constant folding off). */
+const PASS_THROUGH = new Set(['Identity', 'Transpose', 'Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten']);
+
+/** The ONNX model prepared for execution: nodes sorted, constants folded, parameters found. */
+export class PreparedGraph {
+  readonly nodes: Node[];
+  /** nodes left to run after folding (topological order) */
+  readonly runNodes: Node[];
+  readonly consts = new Map<string, HostTensor>();
+  readonly params = new Map<string, ParamInfo>();
+  readonly paramInit = new Map<string, HostTensor>();
+  readonly inputs: GraphInput[];
+  readonly outputs: string[];
+  /** shapes seen while tracing ('N' marks the free batch dimension) */
+  readonly shapes = new Map<string, Dim[]>();
+  readonly folded: Node[] = [];
+  readonly batchFree: boolean;
+  readonly opset: number;
+
+  constructor(readonly model: OnnxModel, opts: PrepareOptions = {}) {
+    const g = model.proto.graph!;
+    this.opset = model.opset;
+    const baseDir = model.file ? path.dirname(model.file) : undefined;
+    const initNames = (g.initializer ?? []).map((t) => t.name ?? '');
+    const order = topoOrder(g.node ?? [], [...initNames, ...(g.input ?? []).map((i) => i.name ?? '')]);
+    this.nodes = order.map((i) => parseNode(g.node![i]!, i, baseDir));
+
+    // 1. every unsupported op, at once, before any work
+    const bad = this.nodes
+      .map((n) => ({ n, reason: unsupportedReason(n, model.opset) }))
+      .filter((x) => x.reason)
+      .map(({ n, reason }) => ({ opType: n.opType, domain: n.domain, node: n.name || `#${n.index}`, reason: reason === 'no converter for this op' ? undefined : reason }));
+    if (bad.length) throw new UnsupportedOpsError(bad);
+    if ((g.sparseInitializer ?? []).length) throw new OnnxError(`sparse initializers are not supported as inputs yet ('${g.sparseInitializer![0]!.values?.name}')`);
+
+    // 2. initializers and parameters
+    const inits = new Map<string, HostTensor>();
+    for (const t of g.initializer ?? []) inits.set(t.name ?? '', decodeTensor(t, { baseDir, where: `initializer '${t.name}'` }));
+    this.findParams(inits);
+    for (const [name, t] of inits) {
+      if (this.params.has(name)) this.paramInit.set(name, t);
+      else this.consts.set(name, t);
+    }
+
+    // 3. inputs and their shapes
+    const overrides = opts.inputShapes ?? {};
+    let free = false;
+    this.inputs = realInputs(g).map((vi) => {
+      const name = vi.name ?? '';
+      const code = declaredElemType(vi);
+      const dtype = code ? dtypeFromCode(code, `graph input '${name}'`) : 'float32';
+      const declared = declaredShape(vi);
+      if (!declared && !overrides[name]) throw new OnnxError(`graph input '${name}' has no declared shape; give one`);
+      let shape: Dim[] = (overrides[name] ?? declared!).slice();
+      if (!overrides[name]) {
+        shape = shape.map((d, i) => {
+          if (typeof d === 'number') return d;
+          if (i === 0) { free = true; return 'N'; }
+          throw new OnnxError(`graph input '${name}' has a free dimension '${d}' at axis ${i}; give the input shape (e.g. --input-shape)`);
+        });
+      }
+      return { name, dtype, declared: declared ?? shape, shape };
+    });
+    this.batchFree = free;
+    this.outputs = (g.output ?? []).map((o) => o.name ?? '');
+
+    // 4. constant folding by tracing: run the graph at two batch sizes; values that are constants, or
+    //    host values identical at both sizes (shape chains not depending on the batch), are folded.
+    const traces = free ? [2, 3].map((b) => this.trace(b)) : [this.trace(1)];
+    // A value depends on data when it is computed from an input's or a parameter's values (Shape and Size
+    // read only the shape). Values that do not, and are identical at both batch sizes, are constants.
+    const dataDep = new Set<string>([...this.inputs.map((i) => i.name), ...this.params.keys()]);
+    const runNodes: Node[] = [];
+    for (const n of this.nodes) {
+      const tainted = RANDOM_OPS.has(n.opType) || (n.opType !== 'Shape' && n.opType !== 'Size' && n.inputs.some((i) => dataDep.has(i)));
+      const same = !tainted && n.outputs.every((o) => {
+        if (!o) return true;
+        const vs = traces.map((t) => t.get(o));
+        if (vs.some((v) => v === undefined)) return false;
+        const hs = vs.map((v) => (isHost(v!) ? v : tfToHost(v!)));
+        return hs.every((h) => sameHost(h, hs[0]!));
+      });
+      if (same) {
+        for (const o of n.outputs) {
+          if (!o) continue;
+          const v = traces[0]!.get(o)!;
+          this.consts.set(o, isHost(v) ? v : tfToHost(v));
+        }
+        this.folded.push(n);
+      } else {
+        if (tainted) for (const o of n.outputs) if (o) dataDep.add(o);
+        runNodes.push(n);
+      }
+    }
+    for (const t of traces) for (const v of t.values()) if (!isHost(v)) v.dispose();
+    // 5. drop nodes no output depends on
+    const live = new Set(this.outputs);
+    const keep: Node[] = [];
+    for (let i = runNodes.length - 1; i >= 0; i--) {
+      const n = runNodes[i]!;
+      if (n.outputs.some((o) => live.has(o))) {
+        keep.push(n);
+        for (const inp of n.inputs) if (inp) live.add(inp);
+      }
+    }
+    this.runNodes = keep.reverse();
+    for (const name of [...this.consts.keys()]) if (!live.has(name) && !initNames.includes(name)) this.consts.delete(name);
+  }
+
+  private findParams(inits: Map<string, HostTensor>): void {
+    const producer = new Map<string, Node>();
+    for (const n of this.nodes) for (const o of n.outputs) producer.set(o, n);
+    const source = (name: string): string | undefined => {
+      for (let hops = 0; hops < 8; hops++) {
+        if (inits.has(name)) return name;
+        const p = producer.get(name);
+        if (!p || !PASS_THROUGH.has(p.opType)) return undefined;
+        name = p.inputs[0]!;
+      }
+      return undefined;
+    };
+    const add = (init: string, role: ParamRole, prunable: boolean, n: Node): void => {
+      const t = inits.get(init)!;
+      if (!isFloat(t.dtype) || this.params.has(init)) return;
+      const trainable = role !== 'running_mean' && role !== 'running_var';
+      let fanIn: number | undefined;
+      if (prunable) {
+        if (n.opType === 'Conv') fanIn = t.shape.slice(1).reduce((p, d) => p * d, 1);
+        else if (n.opType === 'ConvTranspose') fanIn = t.shape[0]! / ((n.attrs.get('group') as number) ?? 1) * t.shape.slice(2).reduce((p, d) => p * d, 1);
+        else if (n.opType === 'Gemm') fanIn = (n.attrs.get('transB') as number) === 1 ? t.shape[1] : t.shape[0];
+        else if (n.opType === 'MatMul') fanIn = t.shape[t.shape.length - 2];
+      }
+      this.params.set(init, { name: init, shape: t.shape, dtype: t.dtype, role, trainable, prunable, node: n.label, opType: n.opType, fanIn });
+    };
+    const consumers = new Map<string, Node[]>();
+    for (const n of this.nodes) for (const i of n.inputs) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+    for (const n of this.nodes) {
+      for (const [slot, role, prunable] of WEIGHT_SLOTS[n.opType] ?? []) {
+        const src = n.inputs[slot] ? source(n.inputs[slot]!) : undefined;
+        if (src) add(src, role, prunable, n);
+      }
+      if (n.opType === 'MatMul') {
+        // x·W (+ b): the constant operand is the weight, a constant added to the product is its bias
+        for (const slot of [1, 0]) {
+          const src = source(n.inputs[slot]!);
+          if (src && inits.get(src)!.shape.length >= 2) { add(src, 'weight', true, n); break; }
+        }
+        for (const c of consumers.get(n.outputs[0]!) ?? []) {
+          if (c.opType !== 'Add') continue;
+          const other = c.inputs[0] === n.outputs[0] ? c.inputs[1] : c.inputs[0];
+          const src = other ? source(other) : undefined;
+          if (src) add(src, 'bias', false, n);
+        }
+      }
+    }
+  }
+
+  /** Run every node once on zeros at the given batch size; returns every value computed. */
+  private trace(batch: number): Map<string, Val> {
+    ensureBackend();
+    const values = new Map<string, Val>();
+    const feeds: Record<string, Val> = {};
+    for (const inp of this.inputs) {
+      const shape = inp.shape.map((d) => (d === 'N' ? batch : (d as number)));
+      feeds[inp.name] = isFloat(inp.dtype) ? tf.zeros(shape) : tf.zeros(shape, inp.dtype === 'bool' ? 'bool' : 'int32');
+    }
+    const params = new Map<string, tf.Tensor>();
+    for (const [name, t] of this.paramInit) params.set(name, hostToTf(t));
+    const env: RunEnv = { opset: this.opset, training: false, constTensor: () => undefined, updates: new Map() };
+    const lookup = (name: string): Val | undefined => values.get(name) ?? this.consts.get(name) ?? params.get(name) ?? feeds[name];
+    // Inputs that may steer shapes (integers, scalars and vectors: indices, shapes, bounds given at run time)
+    // are zeros here, which may not make sense to the nodes reading them. Those nodes are data-dependent,
+    // never folded, so their failure here only ends the trace along that path.
+    const intDep = new Set(this.inputs.filter((i) => !isFloat(i.dtype) || i.shape.length <= 1).map((i) => i.name));
+    for (const n of this.nodes) {
+      const ins = n.inputs.map((i) => (i ? lookup(i) : undefined));
+      const dependsOnInt = n.inputs.some((i) => intDep.has(i));
+      if (dependsOnInt) {
+        for (const o of n.outputs) intDep.add(o);
+        if (n.inputs.some((i, k) => i && ins[k] === undefined)) continue;
+        try {
+          const outs = runNode(n, ins, env);
+          n.outputs.forEach((o, k) => o && outs[k] !== undefined && values.set(o, outs[k]!));
+        } catch {
+          /* not traceable without the real values */
+        }
+        continue;
+      }
+      const outs = runNode(n, ins, env);
+      n.outputs.forEach((o, k) => o && outs[k] !== undefined && values.set(o, outs[k]!));
+    }
+    for (const [name, v] of values) {
+      const prev = this.shapes.get(name);
+      const s = v.shape;
+      this.shapes.set(name, prev ? s.map((d, i) => (prev[i] === d ? d : 'N')) : s.slice());
+    }
+    for (const f of Object.values(feeds)) if (!isHost(f)) f.dispose();
+    for (const p of params.values()) p.dispose();
+    return values;
+  }
+}
+
+/** Ops whose output differs from run to run: never folded. */
+const RANDOM_OPS = new Set(['Dropout', 'RandomNormal', 'RandomUniform', 'RandomNormalLike', 'RandomUniformLike', 'Bernoulli', 'Multinomial']);
+
+function sameHost(a: HostTensor, b: HostTensor): boolean {
+  if (a.dtype !== b.dtype || a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) return false;
+  for (let i = 0; i < a.data.length; i++) if (a.data[i] !== b.data[i] && !(Number.isNaN(a.data[i]) && Number.isNaN(b.data[i]))) return false;
+  return true;
+}
+
+/** Run one node, turning any failure into an error that names it. */
+export function runNode(n: Node, inputs: (Val | undefined)[], env: RunEnv): Val[] {
+  const op = getOp(n.opType, n.domain);
+  if (!op) throw new OnnxError(`${n.label}: unsupported op`);
+  try {
+    return op.run(new OpCtx(n, inputs, env));
+  } catch (e) {
+    if (e instanceof OnnxError) throw e;
+    throw new OnnxError(`${n.label}: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+export interface ForwardOptions {
+  /** BatchNormalization uses batch statistics (and reports running-statistics updates), Dropout is active */
+  training?: boolean;
+}
+
+export interface ForwardResult {
+  outputs: tf.Tensor[];
+  /** new running statistics, by initializer name (training mode only) */
+  updates: Map<string, tf.Tensor>;
+}
+
+/** A trainable tfjs graph computing the same function as the ONNX model. Weights are tf.Variables keyed by initializer name. */
+export class TfGraph {
+  readonly variables = new Map<string, tf.Variable>();
+  private readonly constTensors = new Map<HostTensor, tf.Tensor>();
+
+  constructor(readonly prepared: PreparedGraph) {
+    ensureBackend();
+    for (const [name, info] of prepared.params) {
+      const init = prepared.paramInit.get(name)!;
+      this.variables.set(name, tf.variable(hostToTf(init), info.trainable));
+    }
+  }
+
+  static fromModel(model: OnnxModel, opts: PrepareOptions = {}): TfGraph {
+    return new TfGraph(new PreparedGraph(model, opts));
+  }
+
+  get params(): Map<string, ParamInfo> {
+    return this.prepared.params;
+  }
+  get inputs(): GraphInput[] {
+    return this.prepared.inputs;
+  }
+  get outputs(): string[] {
+    return this.prepared.outputs;
+  }
+  trainableNames(): string[] {
+    return [...this.prepared.params.values()].filter((p) => p.trainable).map((p) => p.name);
+  }
+  prunableNames(): string[] {
+    return [...this.prepared.params.values()].filter((p) => p.prunable).map((p) => p.name);
+  }
+
+  private constTensor = (h: HostTensor): tf.Tensor | undefined => {
+    let t = this.constTensors.get(h);
+    if (!t) {
+      t = tf.keep(hostToTf(h));
+      this.constTensors.set(h, t);
+    }
+    return t;
+  };
+
+  /**
+   * Run the graph. `inputs`: one tensor per graph input (in order) or a record by name. Values for a
+   * parameter may be overridden in `overrides` (e.g. masked weights w⊙m for pruning), keeping gradients.
+   */
+  forward(inputs: tf.Tensor | Val[] | Record<string, Val>, opts: ForwardOptions = {}, overrides?: Map<string, tf.Tensor>): ForwardResult {
+    const feeds = new Map<string, Val>();
+    if (inputs instanceof tf.Tensor) feeds.set(this.inputs[0]!.name, inputs);
+    else if (Array.isArray(inputs)) inputs.forEach((v, i) => feeds.set(this.inputs[i]!.name, v));
+    else for (const [k, v] of Object.entries(inputs)) feeds.set(k, v);
+    for (const inp of this.inputs) {
+      const v = feeds.get(inp.name);
+      if (!v) throw new OnnxError(`no value given for graph input '${inp.name}'`);
+      const s = v.shape;
+      const want = inp.shape;
+      if (s.length !== want.length || want.some((d, i) => typeof d === 'number' && d !== s[i])) {
+        throw new OnnxError(`graph input '${inp.name}' expects shape [${want.join(',')}], got [${s.join(',')}]`);
+      }
+    }
+    const env: RunEnv = { opset: this.prepared.opset, training: !!opts.training, constTensor: this.constTensor, updates: new Map() };
+    const values = new Map<string, Val>();
+    const lookup = (name: string): Val | undefined =>
+      values.get(name) ?? overrides?.get(name) ?? this.variables.get(name) ?? this.prepared.consts.get(name) ?? feeds.get(name);
+    for (const n of this.prepared.runNodes) {
+      const outs = runNode(n, n.inputs.map((i) => (i ? lookup(i) : undefined)), env);
+      n.outputs.forEach((o, k) => o && outs[k] !== undefined && values.set(o, outs[k]!));
+    }
+    const outputs = this.outputs.map((o) => {
+      const v = lookup(o);
+      if (!v) throw new OnnxError(`graph output '${o}' was not computed`);
+      return isHost(v) ? hostToTf(v) : v;
+    });
+    return { outputs, updates: env.updates };
+  }
+
+  /** First output (the logits of a classifier), inference mode. */
+  predict(x: tf.Tensor): tf.Tensor {
+    return this.forward(x).outputs[0]!;
+  }
+
+  /** Assign running-statistics updates returned by a training-mode forward pass. */
+  applyUpdates(updates: Map<string, tf.Tensor>): void {
+    for (const [name, t] of updates) this.variables.get(name)?.assign(t);
+  }
+
+  /** Current values of all parameters, by initializer name. */
+  snapshot(): Map<string, Float32Array> {
+    const out = new Map<string, Float32Array>();
+    for (const [name, v] of this.variables) out.set(name, v.dataSync() as Float32Array);
+    return out;
+  }
+
+  /** The original model with current parameter values written into its initializers (same nodes and names). */
+  exportModel(values: Map<string, Float32Array> = this.snapshot()): OnnxModel {
+    const out = cloneModel(this.prepared.model);
+    const byName = new Map((out.proto.graph!.initializer ?? []).map((t) => [t.name ?? '', t]));
+    for (const [name, vals] of values) {
+      const t = byName.get(name);
+      if (!t) throw new OnnxError(`parameter '${name}' is not an initializer of the model`);
+      overwriteTensorData(t, vals);
+    }
+    return out;
+  }
+
+  dispose(): void {
+    for (const v of this.variables.values()) v.dispose();
+    for (const t of this.constTensors.values()) t.dispose();
+    this.variables.clear();
+    this.constTensors.clear();
+  }
+}

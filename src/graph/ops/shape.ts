@@ -1,0 +1,403 @@
+// Shape and data-movement operators. When inputs are host tensors (constants, shape chains) they are
+// computed in JS, exactly; otherwise with tfjs ops (which carry gradients).
+import { tf } from '../../engine/tf.js';
+import { dtypeFromCode, hostTensor, numberAt, numel, type DType, type HostTensor } from '../../onnx/tensor.js';
+import {
+  broadcastIndex, broadcastShapes, hostCast, hostConcat, hostGather, hostReshape, hostTake, hostTranspose, scalarHost,
+} from '../host.js';
+import { isHost, tfToHost, type OpCtx, type Val } from '../values.js';
+import { defineOp } from './registry.js';
+import { allocate } from '../../onnx/tensor.js';
+import { Attrs } from '../ir.js';
+
+function reshapeVal(v: Val, shape: number[]): Val {
+  return isHost(v) ? hostReshape(v, shape) : tf.reshape(v, shape);
+}
+
+defineOp('Identity', { run: (c) => [c.val(0)] });
+
+defineOp('Constant', {
+  unsupported(n) {
+    return n.attrs.has('sparse_value') ? 'sparse_value' : undefined;
+  },
+  run(c) {
+    const a = c.a;
+    const t = a.tensor('value');
+    if (t) return [t];
+    if (a.has('value_float')) return [hostTensor('float32', [], [a.float('value_float', 0)])];
+    if (a.has('value_floats')) { const v = a.floats('value_floats')!; return [hostTensor('float32', [v.length], v)]; }
+    if (a.has('value_int')) return [hostTensor('int64', [], [BigInt(a.int('value_int', 0))])];
+    if (a.has('value_ints')) { const v = a.ints('value_ints', []); return [hostTensor('int64', [v.length], v.map(BigInt))]; }
+    if (a.has('value_string')) return [{ dtype: 'string', shape: [], data: [a.string('value_string', '')] }];
+    if (a.has('value_strings')) { const v = a.strings('value_strings')!; return [{ dtype: 'string', shape: [v.length], data: v }]; }
+    return c.fail('has no value attribute');
+  },
+});
+
+defineOp('Shape', {
+  run(c) {
+    let dims = c.shape(0);
+    if (c.opset >= 15) {
+      const r = dims.length;
+      const clamp = (v: number): number => Math.min(Math.max(v < 0 ? v + r : v, 0), r);
+      dims = dims.slice(clamp(c.a.int('start', 0)), c.a.has('end') ? clamp(c.a.int('end', r)) : r);
+    }
+    return [hostTensor('int64', [dims.length], dims.map(BigInt))];
+  },
+});
+
+defineOp('Size', { run: (c) => [scalarHost('int64', numel(c.shape(0)))] });
+
+defineOp('Gather', {
+  run(c) {
+    const rank = c.rank(0);
+    const axis = c.axis(c.a.int('axis', 0), rank);
+    const dim = c.shape(0)[axis]!;
+    if (c.isHost(0) && c.isHost(1)) return [hostGather(c.h(0), c.h(1), axis, `${c.node.label}: `)];
+    let idx: tf.Tensor;
+    if (c.isHost(1)) {
+      const h = c.h(1);
+      const v = new Int32Array(h.data.length);
+      for (let i = 0; i < v.length; i++) {
+        const k = numberAt(h, i);
+        v[i] = k < 0 ? k + dim : k;
+        if (v[i]! < 0 || v[i]! >= dim) c.fail(`index ${k} is out of range for a dimension of ${dim}`);
+      }
+      idx = tf.tensor(v, h.shape, 'int32');
+    } else {
+      const t = tf.cast(c.t(1), 'int32');
+      idx = tf.where(tf.less(t, 0), tf.add(t, tf.scalar(dim, 'int32')), t);
+    }
+    return [tf.gather(c.t(0), idx, axis)];
+  },
+});
+
+defineOp('GatherElements', {
+  run(c) {
+    const x = c.t(0);
+    const axis = c.axis(c.a.int('axis', 0), x.rank);
+    const h = c.h(1);
+    const dim = x.shape[axis]!;
+    // flat indices into x for each output element
+    const shape = h.shape;
+    const xs = x.shape;
+    const flat = new Int32Array(h.data.length);
+    const counter = new Array<number>(shape.length).fill(0);
+    const xstr: number[] = [];
+    let acc = 1;
+    for (let d = xs.length - 1; d >= 0; d--) { xstr[d] = acc; acc *= xs[d]!; }
+    for (let k = 0; k < flat.length; k++) {
+      let j = 0;
+      for (let d = 0; d < shape.length; d++) {
+        let v = d === axis ? numberAt(h, k) : counter[d]!;
+        if (d === axis && v < 0) v += dim;
+        j += v * xstr[d]!;
+      }
+      flat[k] = j;
+      for (let d = shape.length - 1; d >= 0; d--) { if (++counter[d]! < shape[d]!) break; counter[d] = 0; }
+    }
+    return [tf.reshape(tf.gather(tf.reshape(x, [-1]), tf.tensor(flat, [flat.length], 'int32')), shape)];
+  },
+});
+
+function unsqueezeShape(c: OpCtx, shape: number[], axes: number[]): number[] {
+  const r = shape.length + axes.length;
+  const norm = axes.map((a) => c.axis(a, r)).sort((a, b) => a - b);
+  if (new Set(norm).size !== norm.length) c.fail(`repeated axes [${axes}]`);
+  const out: number[] = [];
+  let k = 0;
+  for (let i = 0; i < r; i++) out.push(norm.includes(i) ? 1 : shape[k++]!);
+  return out;
+}
+defineOp('Unsqueeze', {
+  run(c) {
+    const axes = c.opset >= 13 ? c.ints(1) : c.a.ints('axes', []);
+    return [reshapeVal(c.val(0), unsqueezeShape(c, c.shape(0), axes))];
+  },
+});
+defineOp('Squeeze', {
+  run(c) {
+    const shape = c.shape(0);
+    const axesIn = c.opset >= 13 ? (c.has(1) ? c.ints(1) : undefined) : c.a.ints('axes');
+    let keep: number[];
+    if (axesIn === undefined || axesIn.length === 0) keep = shape.filter((d) => d !== 1);
+    else {
+      const axes = axesIn.map((a) => c.axis(a, shape.length));
+      for (const a of axes) if (shape[a] !== 1) c.fail(`cannot squeeze axis ${a} of size ${shape[a]}`);
+      keep = shape.filter((_, i) => !axes.includes(i));
+    }
+    return [reshapeVal(c.val(0), keep)];
+  },
+});
+
+defineOp('Concat', {
+  run(c) {
+    const rank = c.rank(0);
+    const axis = c.axis(c.a.int('axis', rank === 1 ? 0 : 1), rank);
+    const present = Array.from({ length: c.n }, (_, i) => i).filter((i) => c.has(i));
+    for (const i of present) {
+      const s = c.shape(i);
+      if (s.length !== rank || s.some((d, k) => k !== axis && d !== c.shape(present[0]!)[k])) {
+        c.fail(`input ${i} has shape [${s}], not concatenable with [${c.shape(present[0]!)}] on axis ${axis}`);
+      }
+    }
+    if (present.every((i) => c.isHost(i))) return [hostConcat(present.map((i) => c.h(i)), axis)];
+    let ts = present.map((i) => c.t(i));
+    if (ts.some((t) => t.dtype !== ts[0]!.dtype)) ts = ts.map((t) => tf.cast(t, 'float32'));
+    return [tf.concat(ts, axis)];
+  },
+});
+
+/** Target shape of Reshape: 0 copies the input dim (unless allowzero), -1 is inferred. */
+export function reshapeTarget(c: OpCtx, inShape: number[], spec: number[], allowZero: boolean): number[] {
+  const out = spec.map((d, i) => (d === 0 && !allowZero ? (inShape[i] ?? c.fail(`shape [${spec}]: no input dim to copy at ${i}`)) : d));
+  const total = numel(inShape);
+  const neg = out.filter((d) => d === -1).length;
+  if (neg > 1) c.fail(`shape [${spec}] has more than one -1`);
+  if (neg === 1) {
+    const known = out.filter((d) => d !== -1).reduce((p, d) => p * d, 1);
+    if (known === 0 || total % known) c.fail(`cannot reshape [${inShape}] to [${spec}]`);
+    out[out.indexOf(-1)] = total / known;
+  }
+  if (numel(out) !== total) c.fail(`cannot reshape [${inShape}] (${total} elements) to [${spec}]`);
+  return out;
+}
+
+defineOp('Reshape', {
+  run(c) {
+    const spec = c.opset >= 5 ? c.ints(1) : c.a.ints('shape', []);
+    const allowZero = c.opset >= 14 && c.a.int('allowzero', 0) === 1;
+    return [reshapeVal(c.val(0), reshapeTarget(c, c.shape(0), spec, allowZero))];
+  },
+});
+
+defineOp('Flatten', {
+  run(c) {
+    const s = c.shape(0);
+    const a = c.a.int('axis', 1);
+    const axis = a < 0 ? a + s.length : a;
+    if (axis < 0 || axis > s.length) c.fail(`axis ${a} is out of range for rank ${s.length}`);
+    return [reshapeVal(c.val(0), [numel(s.slice(0, axis)), numel(s.slice(axis))])];
+  },
+});
+
+defineOp('Transpose', {
+  run(c) {
+    const r = c.rank(0);
+    const perm = c.a.ints('perm', Array.from({ length: r }, (_, i) => r - 1 - i));
+    if (perm.length !== r || new Set(perm).size !== r || perm.some((p) => p < 0 || p >= r)) c.fail(`perm [${perm}] is not a permutation of ${r} axes`);
+    if (c.isHost(0)) return [hostTranspose(c.h(0), perm)];
+    return [tf.transpose(c.t(0), perm)];
+  },
+});
+
+function castTo(c: OpCtx, v: Val, to: DType): Val {
+  if (isHost(v)) return hostCast(v, to);
+  if (to === 'string') c.fail('casting to string is not supported');
+  const td = to === 'bool' ? 'bool' : to.startsWith('float') || to === 'bfloat16' ? 'float32' : 'int32';
+  if (v.dtype === td) return v;
+  return tf.cast(v, td);
+}
+defineOp('Cast', {
+  unsupported(n) {
+    const to = new Attrs(n).int('to');
+    return to === 8 ? 'casting to string' : undefined;
+  },
+  run: (c) => [castTo(c, c.val(0), dtypeFromCode(c.a.int('to', 1), c.node.label))],
+});
+defineOp('CastLike', {
+  run(c) {
+    const like = c.val(1);
+    const to: DType = isHost(like) ? like.dtype : like.dtype === 'float32' ? 'float32' : like.dtype === 'bool' ? 'bool' : 'int32';
+    return [castTo(c, c.val(0), to)];
+  },
+});
+
+/** Element positions a Slice selects on one axis (ONNX clamping rules for any step sign). */
+function slicePositions(dim: number, start: number, end: number, step: number): number[] {
+  const norm = (v: number): number => (v < 0 ? v + dim : v);
+  let s = norm(start);
+  let e = norm(end);
+  if (step > 0) {
+    s = Math.min(Math.max(s, 0), dim);
+    e = Math.min(Math.max(e, 0), dim);
+  } else {
+    s = Math.min(Math.max(s, 0), dim - 1);
+    e = Math.min(Math.max(e, -1), dim - 1);
+  }
+  const out: number[] = [];
+  for (let i = s; step > 0 ? i < e : i > e; i += step) out.push(i);
+  return out;
+}
+
+defineOp('Slice', {
+  run(c) {
+    const shape = c.shape(0);
+    const r = shape.length;
+    let starts: number[]; let ends: number[]; let axes: number[]; let steps: number[];
+    if (c.opset < 10) {
+      starts = c.a.ints('starts', []);
+      ends = c.a.ints('ends', []);
+      axes = c.a.ints('axes', starts.map((_, i) => i));
+      steps = starts.map(() => 1);
+    } else {
+      starts = c.ints(1);
+      ends = c.ints(2);
+      axes = c.has(3) ? c.ints(3) : starts.map((_, i) => i);
+      steps = c.has(4) ? c.ints(4) : starts.map(() => 1);
+    }
+    if (starts.length !== ends.length || axes.length !== starts.length || steps.length !== starts.length) c.fail('starts/ends/axes/steps differ in length');
+    let v = c.val(0);
+    const begin = new Array<number>(r).fill(0);
+    const size = shape.slice();
+    const gathers: [number, number[]][] = [];
+    axes.forEach((a0, k) => {
+      const a = c.axis(a0, r);
+      if (steps[k] === 0) c.fail('step 0');
+      const pos = slicePositions(shape[a]!, starts[k]!, ends[k]!, steps[k]!);
+      if (steps[k] === 1) {
+        begin[a] = pos.length ? pos[0]! : 0;
+        size[a] = pos.length;
+      } else gathers.push([a, pos]);
+    });
+    if (isHost(v)) {
+      for (let a = 0; a < r; a++) if (begin[a] !== 0 || size[a] !== shape[a]) v = hostTake(v, a, Array.from({ length: size[a]! }, (_, i) => begin[a]! + i));
+      for (const [a, pos] of gathers) v = hostTake(v as HostTensor, a, pos);
+      return [v];
+    }
+    let t = tf.slice(v, begin, size);
+    for (const [a, pos] of gathers) t = tf.gather(t, tf.tensor(pos, [pos.length], 'int32'), a);
+    return [t];
+  },
+});
+
+defineOp('Split', {
+  run(c) {
+    const shape = c.shape(0);
+    const axis = c.axis(c.a.int('axis', 0), shape.length);
+    const dim = shape[axis]!;
+    let sizes: number[] | undefined = c.opset >= 13 ? (c.has(1) ? c.ints(1) : undefined) : c.a.ints('split');
+    const nOut = c.node.outputs.length;
+    if (!sizes || sizes.length === 0) {
+      const parts = c.opset >= 18 ? c.a.int('num_outputs', nOut) : nOut;
+      const chunk = Math.ceil(dim / parts);
+      sizes = Array.from({ length: parts }, (_, i) => Math.max(0, Math.min(chunk, dim - i * chunk)));
+    }
+    if (sizes.reduce((p, v) => p + v, 0) !== dim) c.fail(`split sizes [${sizes}] do not add up to ${dim}`);
+    if (c.isHost(0)) {
+      let off = 0;
+      return sizes.map((s) => { const pos = Array.from({ length: s }, (_, i) => off + i); off += s; return hostTake(c.h(0), axis, pos); });
+    }
+    return tf.split(c.t(0), sizes, axis);
+  },
+});
+
+function expandHost(x: HostTensor, shape: number[]): HostTensor {
+  const idx = broadcastIndex(x.shape, shape);
+  const out = allocate(x.dtype, idx.length) as unknown as unknown[];
+  const src = x.data as unknown as unknown[];
+  for (let k = 0; k < idx.length; k++) out[k] = src[idx[k]!];
+  return { dtype: x.dtype, shape, data: out as never };
+}
+defineOp('Expand', {
+  run(c) {
+    const shape = broadcastShapes(c.shape(0), c.ints(1), `${c.node.label}: `);
+    if (c.isHost(0)) return [expandHost(c.h(0), shape)];
+    const x = c.t(0);
+    const lifted = x.rank < shape.length ? tf.reshape(x, [...new Array(shape.length - x.rank).fill(1), ...x.shape]) : x;
+    return [tf.broadcastTo(lifted, shape)];
+  },
+});
+
+defineOp('Tile', {
+  run(c) {
+    const reps = c.ints(1);
+    if (reps.length !== c.rank(0)) c.fail(`repeats [${reps}] do not match rank ${c.rank(0)}`);
+    return [tf.tile(c.t(0), reps)];
+  },
+});
+
+defineOp('ConstantOfShape', {
+  run(c) {
+    const shape = c.ints(0);
+    const v = c.a.tensor('value') ?? hostTensor('float32', [1], [0]);
+    const out = allocate(v.dtype, numel(shape)) as unknown as unknown[];
+    for (let i = 0; i < out.length; i++) out[i] = v.data[0];
+    return [{ dtype: v.dtype, shape, data: out as never }];
+  },
+});
+
+defineOp('Range', {
+  run(c) {
+    const start = c.scalar(0);
+    const limit = c.scalar(1);
+    const delta = c.scalar(2);
+    if (delta === 0) c.fail('delta is 0');
+    const n = Math.max(Math.ceil((limit - start) / delta), 0);
+    const dtype = c.isHost(0) ? c.h(0).dtype : 'float32';
+    const vals = Array.from({ length: n }, (_, i) => start + i * delta);
+    return [hostTensor(dtype, [n], dtype === 'int64' ? vals.map((v) => BigInt(v)) : vals)];
+  },
+});
+
+defineOp('Pad', {
+  unsupported(n, opset) {
+    const mode = new Attrs(n).string('mode', 'constant');
+    if (mode !== 'constant' && mode !== 'reflect' && mode !== 'edge') return `mode '${mode}'`;
+    if (opset < 2) return 'opset 1 Pad';
+    return undefined;
+  },
+  run(c) {
+    const r = c.rank(0);
+    const mode = c.a.string('mode', 'constant');
+    let pads: number[];
+    let value = 0;
+    if (c.opset < 11) {
+      pads = c.a.ints('pads', []);
+      value = c.a.float('value', 0);
+    } else {
+      pads = c.ints(1);
+      if (c.has(2)) value = c.scalar(2);
+      if (c.has(3)) {
+        const axes = c.ints(3).map((a) => c.axis(a, r));
+        const full = new Array<number>(2 * r).fill(0);
+        axes.forEach((a, i) => { full[a] = pads[i]!; full[a + r] = pads[i + axes.length]!; });
+        pads = full;
+      }
+    }
+    if (pads.length !== 2 * r) c.fail(`pads [${pads}] should have ${2 * r} values for rank ${r}`);
+    let x = c.t(0);
+    // negative pads crop
+    if (pads.some((p) => p < 0)) {
+      const begin = pads.slice(0, r).map((p) => Math.max(0, -p));
+      const size = x.shape.map((d, i) => d - begin[i]! - Math.max(0, -pads[i + r]!));
+      x = tf.slice(x, begin, size);
+    }
+    const pp = Array.from({ length: r }, (_, i) => [Math.max(0, pads[i]!), Math.max(0, pads[i + r]!)] as [number, number]);
+    if (mode === 'constant') return [tf.pad(x, pp, value)];
+    if (mode === 'reflect') return [tf.mirrorPad(x, pp, 'reflect')];
+    // edge: repeat the border slices
+    for (let a = 0; a < r; a++) {
+      const [b, e] = pp[a]!;
+      if (!b && !e) continue;
+      const dim = x.shape[a]!;
+      const parts: tf.Tensor[] = [];
+      const edge = (i: number, k: number): tf.Tensor => {
+        const begin = new Array<number>(x.rank).fill(0); begin[a] = i;
+        const size = x.shape.slice(); size[a] = 1;
+        const reps = new Array<number>(x.rank).fill(1); reps[a] = k;
+        return tf.tile(tf.slice(x, begin, size), reps);
+      };
+      if (b) parts.push(edge(0, b));
+      parts.push(x);
+      if (e) parts.push(edge(dim - 1, e));
+      x = tf.concat(parts, a);
+    }
+    return [x];
+  },
+});
+
+// For the folding pass: tfjs outputs of constant subgraphs are read back to the host.
+export function toHostVal(v: Val): HostTensor {
+  return isHost(v) ? v : tfToHost(v);
+}
