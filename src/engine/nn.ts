@@ -124,7 +124,24 @@ function windows(x: tf.Tensor4D, p: Pool2DParams, padValue: number): tf.Tensor4D
   return out;
 }
 
+/**
+ * Pad explicitly (pads and ceil-mode overhang), then use tfjs's own NHWC pooling with 'valid' windows.
+ * Returns the window reduction per output position.
+ */
+function nativePool(x: tf.Tensor4D, p: Pool2DParams, kind: 'max' | 'avg', padValue: number): tf.Tensor4D {
+  const [, , h, w] = x.shape;
+  const [kh, kw] = p.kernel;
+  const [sh, sw] = p.strides;
+  const [oh, ow] = p.out;
+  const [pt, pl] = p.pads;
+  const xp = padSpatial(x, [pt, pl, (oh - 1) * sh + kh - h - pt, (ow - 1) * sw + kw - w - pl], padValue);
+  const xh = tf.transpose(xp, [0, 2, 3, 1]) as tf.Tensor4D;
+  const y = kind === 'max' ? tf.maxPool(xh, [kh, kw], [sh, sw], 'valid') : tf.avgPool(xh, [kh, kw], [sh, sw], 'valid');
+  return tf.transpose(y, [0, 3, 1, 2]);
+}
+
 export function maxPool2dComposite(x: tf.Tensor4D, p: Pool2DParams): tf.Tensor4D {
+  if (p.dilations[0] === 1 && p.dilations[1] === 1) return nativePool(x, p, 'max', -Infinity);
   const ws = windows(x, p, -Infinity);
   let acc = ws[0]!;
   for (let i = 1; i < ws.length; i++) acc = tf.maximum(acc, ws[i]!);
@@ -157,8 +174,15 @@ export function avgPoolDivisors(inH: number, inW: number, p: Pool2DParams, count
 }
 
 export function avgPool2dComposite(x: tf.Tensor4D, p: Pool2DParams, countIncludePad: boolean): tf.Tensor4D {
+  const inv = avgPoolDivisors(x.shape[2], x.shape[3], p, countIncludePad);
+  if (p.dilations[0] === 1 && p.dilations[1] === 1) {
+    // tfjs averages over the whole (zero-padded) window: rescale to ONNX's divisor per position
+    const k = p.kernel[0] * p.kernel[1];
+    const scale = inv.map((v) => v * k);
+    const mean = nativePool(x, p, 'avg', 0);
+    return scale.every((v) => v === 1) ? mean : tf.mul(mean, tf.tensor(scale, [p.out[0], p.out[1]]));
+  }
   const ws = windows(x, p, 0);
   const sum = ws.length === 1 ? ws[0]! : (tf.addN(ws) as tf.Tensor4D);
-  const inv = tf.tensor(avgPoolDivisors(x.shape[2], x.shape[3], p, countIncludePad), [p.out[0], p.out[1]]);
-  return tf.mul(sum, inv);
+  return tf.mul(sum, tf.tensor(inv, [p.out[0], p.out[1]]));
 }

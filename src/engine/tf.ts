@@ -1,24 +1,22 @@
-// The TensorFlow.js namespace used everywhere in onnx-hydra (tfjs-core; backends register themselves).
-import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+// The TensorFlow.js namespace used everywhere in onnx-hydra. The umbrella package's Node bundle registers
+// every op's gradient (tfjs-core alone does not, and its per-gradient ESM files cannot be imported by Node).
+import * as tf from '@tensorflow/tfjs';
 
 export { tf };
 
-// tfjs-core assumes a browser-like environment unless told; PROD skips its debug-mode checks.
-tf.env().set('PROD', true);
-
-let quietDone = false;
-/** Make sure a backend is active, and drop the backend's one-time "install tfjs-node" banner (we choose engines ourselves). */
+const quieted = new Set<string>();
+/** Drop a backend's one-time "install tfjs-node" banner: onnx-hydra chooses and reports engines itself. */
 export function quietBackend(): void {
-  if (quietDone) return;
+  const name = tf.getBackend();
+  if (quieted.has(name)) return;
   const b = tf.backend() as unknown as { firstUse?: boolean };
   if (b && 'firstUse' in b) b.firstUse = false;
-  quietDone = true;
+  quieted.add(name);
 }
 
-/** Ensure some backend is ready (the pure-JS cpu one unless an engine was chosen). */
+/** Ensure a backend is active (the pure-JS cpu one unless an engine was chosen) and return its name. */
 export function ensureBackend(): string {
-  if (!tf.getBackend()) tf.setBackend('cpu');
+  if (!tf.engine().backendName) tf.setBackend('cpu');
   quietBackend();
   return tf.getBackend();
 }

@@ -69,6 +69,8 @@ export class PreparedGraph {
   /** shapes seen while tracing ('N' marks the free batch dimension) */
   readonly shapes = new Map<string, Dim[]>();
   readonly folded: Node[] = [];
+  /** folded integer vectors with batch-size elements (free batch only), completed per batch size */
+  readonly symConsts = new Map<string, SymConst>();
   readonly batchFree: boolean;
   readonly opset: number;
 
@@ -91,7 +93,7 @@ export class PreparedGraph {
     // 2. initializers and parameters
     const inits = new Map<string, HostTensor>();
     for (const t of g.initializer ?? []) inits.set(t.name ?? '', decodeTensor(t, { baseDir, where: `initializer '${t.name}'` }));
-    this.findParams(inits);
+    for (const [k, v] of findParams(this.nodes, inits)) this.params.set(k, v);
     for (const [name, t] of inits) {
       if (this.params.has(name)) this.paramInit.set(name, t);
       else this.consts.set(name, t);
@@ -121,7 +123,8 @@ export class PreparedGraph {
 
     // 4. constant folding by tracing: run the graph at two batch sizes; values that are constants, or
     //    host values identical at both sizes (shape chains not depending on the batch), are folded.
-    const traces = free ? [2, 3].map((b) => this.trace(b)) : [this.trace(1)];
+    const traceBatches = free ? [1, 2] : [1];
+    const traces = traceBatches.map((b) => this.trace(b));
     // A value depends on data when it is computed from an input's or a parameter's values (Shape and Size
     // read only the shape). Values that do not, and are identical at both batch sizes, are constants.
     const dataDep = new Set<string>([...this.inputs.map((i) => i.name), ...this.params.keys()]);
@@ -135,12 +138,17 @@ export class PreparedGraph {
         const hs = vs.map((v) => (isHost(v!) ? v : tfToHost(v!)));
         return hs.every((h) => sameHost(h, hs[0]!));
       });
+      const sym = !tainted && !same && free ? n.outputs.map((o) => symbolicBatch(traces.map((t) => t.get(o)), traceBatches)) : [];
       if (same) {
         for (const o of n.outputs) {
           if (!o) continue;
           const v = traces[0]!.get(o)!;
           this.consts.set(o, isHost(v) ? v : tfToHost(v));
         }
+        this.folded.push(n);
+      } else if (sym.length && sym.every((x) => x)) {
+        // e.g. Concat(Unsqueeze(Gather(Shape(x), 0)), [-1]) = [N, -1]: folded, N filled in at run time
+        n.outputs.forEach((o, k) => this.symConsts.set(o, sym[k]!));
         this.folded.push(n);
       } else {
         if (tainted) for (const o of n.outputs) if (o) dataDep.add(o);
@@ -160,54 +168,7 @@ export class PreparedGraph {
     }
     this.runNodes = keep.reverse();
     for (const name of [...this.consts.keys()]) if (!live.has(name) && !initNames.includes(name)) this.consts.delete(name);
-  }
-
-  private findParams(inits: Map<string, HostTensor>): void {
-    const producer = new Map<string, Node>();
-    for (const n of this.nodes) for (const o of n.outputs) producer.set(o, n);
-    const source = (name: string): string | undefined => {
-      for (let hops = 0; hops < 8; hops++) {
-        if (inits.has(name)) return name;
-        const p = producer.get(name);
-        if (!p || !PASS_THROUGH.has(p.opType)) return undefined;
-        name = p.inputs[0]!;
-      }
-      return undefined;
-    };
-    const add = (init: string, role: ParamRole, prunable: boolean, n: Node): void => {
-      const t = inits.get(init)!;
-      if (!isFloat(t.dtype) || this.params.has(init)) return;
-      const trainable = role !== 'running_mean' && role !== 'running_var';
-      let fanIn: number | undefined;
-      if (prunable) {
-        if (n.opType === 'Conv') fanIn = t.shape.slice(1).reduce((p, d) => p * d, 1);
-        else if (n.opType === 'ConvTranspose') fanIn = t.shape[0]! / ((n.attrs.get('group') as number) ?? 1) * t.shape.slice(2).reduce((p, d) => p * d, 1);
-        else if (n.opType === 'Gemm') fanIn = (n.attrs.get('transB') as number) === 1 ? t.shape[1] : t.shape[0];
-        else if (n.opType === 'MatMul') fanIn = t.shape[t.shape.length - 2];
-      }
-      this.params.set(init, { name: init, shape: t.shape, dtype: t.dtype, role, trainable, prunable, node: n.label, opType: n.opType, fanIn });
-    };
-    const consumers = new Map<string, Node[]>();
-    for (const n of this.nodes) for (const i of n.inputs) consumers.set(i, [...(consumers.get(i) ?? []), n]);
-    for (const n of this.nodes) {
-      for (const [slot, role, prunable] of WEIGHT_SLOTS[n.opType] ?? []) {
-        const src = n.inputs[slot] ? source(n.inputs[slot]!) : undefined;
-        if (src) add(src, role, prunable, n);
-      }
-      if (n.opType === 'MatMul') {
-        // x·W (+ b): the constant operand is the weight, a constant added to the product is its bias
-        for (const slot of [1, 0]) {
-          const src = source(n.inputs[slot]!);
-          if (src && inits.get(src)!.shape.length >= 2) { add(src, 'weight', true, n); break; }
-        }
-        for (const c of consumers.get(n.outputs[0]!) ?? []) {
-          if (c.opType !== 'Add') continue;
-          const other = c.inputs[0] === n.outputs[0] ? c.inputs[1] : c.inputs[0];
-          const src = other ? source(other) : undefined;
-          if (src) add(src, 'bias', false, n);
-        }
-      }
-    }
+    for (const name of [...this.symConsts.keys()]) if (!live.has(name)) this.symConsts.delete(name);
   }
 
   /** Run every node once on zeros at the given batch size; returns every value computed. */
@@ -253,6 +214,87 @@ export class PreparedGraph {
     for (const p of params.values()) p.dispose();
     return values;
   }
+}
+
+
+/** Which initializers are weights, biases, normalization parameters or statistics (by the layers using them). */
+export function findParams(nodes: Node[], inits: Map<string, HostTensor>): Map<string, ParamInfo> {
+  const params = new Map<string, ParamInfo>();
+  const producer = new Map<string, Node>();
+  for (const n of nodes) for (const o of n.outputs) producer.set(o, n);
+  const source = (name: string): string | undefined => {
+    for (let hops = 0; hops < 8; hops++) {
+      if (inits.has(name)) return name;
+      const p = producer.get(name);
+      if (!p || !PASS_THROUGH.has(p.opType)) return undefined;
+      name = p.inputs[0]!;
+    }
+    return undefined;
+  };
+  const add = (init: string, role: ParamRole, prunable: boolean, n: Node): void => {
+    const t = inits.get(init)!;
+    if (!isFloat(t.dtype) || params.has(init)) return;
+    const trainable = role !== 'running_mean' && role !== 'running_var';
+    let fanIn: number | undefined;
+    if (prunable) {
+      if (n.opType === 'Conv') fanIn = t.shape.slice(1).reduce((p, d) => p * d, 1);
+      else if (n.opType === 'ConvTranspose') fanIn = t.shape[0]! / ((n.attrs.get('group') as number) ?? 1) * t.shape.slice(2).reduce((p, d) => p * d, 1);
+      else if (n.opType === 'Gemm') fanIn = (n.attrs.get('transB') as number) === 1 ? t.shape[1] : t.shape[0];
+      else if (n.opType === 'MatMul') fanIn = t.shape[t.shape.length - 2];
+    }
+    params.set(init, { name: init, shape: t.shape, dtype: t.dtype, role, trainable, prunable, node: n.label, opType: n.opType, fanIn });
+  };
+  const consumers = new Map<string, Node[]>();
+  for (const n of nodes) for (const i of n.inputs) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+  for (const n of nodes) {
+    for (const [slot, role, prunable] of WEIGHT_SLOTS[n.opType] ?? []) {
+      const src = n.inputs[slot] ? source(n.inputs[slot]!) : undefined;
+      if (src) add(src, role, prunable, n);
+    }
+    if (n.opType === 'MatMul') {
+      // x·W (+ b): the constant operand is the weight, a constant added to the product is its bias
+      for (const slot of [1, 0]) {
+        const src = source(n.inputs[slot]!);
+        if (src && inits.get(src)!.shape.length >= 2) { add(src, 'weight', true, n); break; }
+      }
+      for (const c of consumers.get(n.outputs[0]!) ?? []) {
+        if (c.opType !== 'Add') continue;
+        const other = c.inputs[0] === n.outputs[0] ? c.inputs[1] : c.inputs[0];
+        const src = other ? source(other) : undefined;
+        if (src) add(src, 'bias', false, n);
+      }
+    }
+  }
+  return params;
+}
+
+/** An int64 vector constant except at `batchAt`, where it equals the batch size. */
+export interface SymConst {
+  base: HostTensor;
+  batchAt: number[];
+}
+
+/** A traced integer value that equals the batch size at some positions and is constant elsewhere. */
+function symbolicBatch(vals: (Val | undefined)[], batches: number[]): SymConst | undefined {
+  if (vals.some((v) => !v || !isHost(v))) return undefined;
+  const hs = vals as HostTensor[];
+  const base = hs[0]!;
+  if (base.dtype !== 'int64' && base.dtype !== 'int32') return undefined;
+  if (hs.some((h) => h.shape.join() !== base.shape.join())) return undefined;
+  const batchAt: number[] = [];
+  for (let i = 0; i < base.data.length; i++) {
+    const col = hs.map((h) => Number(h.data[i]));
+    if (col.every((v) => v === col[0])) continue;
+    if (col.every((v, k) => v === batches[k])) batchAt.push(i);
+    else return undefined;
+  }
+  return batchAt.length ? { base, batchAt } : undefined;
+}
+
+function fillBatch(s: SymConst, batch: number): HostTensor {
+  const data = s.base.data.slice() as BigInt64Array | Int32Array;
+  for (const i of s.batchAt) data[i] = (data instanceof BigInt64Array ? BigInt(batch) : batch) as never;
+  return { dtype: s.base.dtype, shape: s.base.shape, data };
 }
 
 /** Ops whose output differs from run to run: never folded. */
@@ -349,8 +391,13 @@ export class TfGraph {
     }
     const env: RunEnv = { opset: this.prepared.opset, training: !!opts.training, constTensor: this.constTensor, updates: new Map() };
     const values = new Map<string, Val>();
+    const batch = this.inputs[0] ? feeds.get(this.inputs[0].name)!.shape[0] ?? 1 : 1;
+    const sym = (name: string): Val | undefined => {
+      const s = this.prepared.symConsts.get(name);
+      return s && fillBatch(s, batch);
+    };
     const lookup = (name: string): Val | undefined =>
-      values.get(name) ?? overrides?.get(name) ?? this.variables.get(name) ?? this.prepared.consts.get(name) ?? feeds.get(name);
+      values.get(name) ?? overrides?.get(name) ?? this.variables.get(name) ?? this.prepared.consts.get(name) ?? sym(name) ?? feeds.get(name);
     for (const n of this.prepared.runNodes) {
       const outs = runNode(n, n.inputs.map((i) => (i ? lookup(i) : undefined)), env);
       n.outputs.forEach((o, k) => o && outs[k] !== undefined && values.set(o, outs[k]!));

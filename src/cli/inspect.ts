@@ -1,0 +1,37 @@
+import type { CommandModule } from 'yargs';
+import { loadModel } from '../onnx/model.js';
+import { summarize } from '../graph/analyze.js';
+import { fmtInt, parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
+
+interface Args { model: string; json: boolean; 'input-shape'?: string[] }
+
+export const inspectCommand: CommandModule<object, Args> = {
+  command: 'inspect <model>',
+  describe: 'opset, inputs/outputs, op histogram, parameters and sparsity per prunable layer, and whether onnx-hydra can convert it',
+  builder: (y) => withModelOptions(y) as never,
+  handler: (args) => {
+    const model = loadModel(args.model);
+    const s = summarize(model, { inputShapes: parseInputShapes(args['input-shape'], undefined) });
+    if (args.json) return printJson(s);
+    const shape = (d: (number | string)[]) => `[${d.join(',')}]`;
+    const lines: string[] = [];
+    lines.push(`model     ${args.model}  (${fmtInt(s.bytes)} bytes, sha256 ${s.sha256.slice(0, 16)}…)`);
+    lines.push(`producer  ${s.producer || 'unknown'}, IR ${s.ir_version}, opsets ${Object.entries(s.opsets).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    for (const i of s.inputs) lines.push(`input     ${i.name}  ${i.dtype} ${shape(i.shape)}`);
+    for (const o of s.outputs) lines.push(`output    ${o.name}  ${o.dtype} ${shape(o.shape)}`);
+    lines.push(`ops       ${s.nodes} nodes: ${Object.entries(s.op_histogram).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}×${v}`).join(' ')}`);
+    if (s.supported) lines.push(`supported yes: ${s.run_nodes} nodes run after folding ${s.folded_nodes} constant/shape nodes`);
+    else if (s.unsupported.length) lines.push(`supported NO: ${s.unsupported.map((u) => `${u.op}${u.reason ? ` (${u.reason})` : ''} at '${u.node}'`).join('; ')}`);
+    else lines.push(`supported NO: ${s.error}`);
+    lines.push(`params    ${fmtInt(s.parameters.total)} total, ${fmtInt(s.parameters.trainable)} trainable, ${fmtInt(s.parameters.prunable)} prunable`);
+    const prunable = s.layers.filter((l) => l.prunable);
+    if (prunable.length) {
+      lines.push('', 'prunable layers');
+      lines.push(table(['weight', 'op', 'shape', 'params', 'zeros', 'sparsity'], [
+        ...prunable.map((l) => [l.name, l.op, shape(l.shape), fmtInt(l.params), fmtInt(l.zeros), pct(l.sparsity, 2)]),
+        ['all', '', '', fmtInt(s.parameters.prunable), fmtInt(s.parameters.prunable_zeros), pct(s.global_sparsity, 2)],
+      ]));
+    } else lines.push('prunable  none (no Conv/Gemm/MatMul weights among the initializers)');
+    process.stdout.write(`${lines.join('\n')}\n`);
+  },
+};

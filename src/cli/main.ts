@@ -1,0 +1,41 @@
+// onnx-hydra command line: one yargs subcommand per job; every command has --json.
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { UserError } from '../util/errors.js';
+import { inspectCommand } from './inspect.js';
+import { checkCommand } from './check.js';
+
+export async function main(argv: string[]): Promise<void> {
+  const cli: Argv = yargs(hideBin(argv))
+    .scriptName('onnx-hydra')
+    .usage('$0 <command> [options]\n\nMake ONNX classifiers small and adversarially robust, and prove it.')
+    .command(inspectCommand)
+    .command(checkCommand)
+    .demandCommand(1, 'name a command (see --help)')
+    .strictCommands()
+    .strictOptions()
+    .option('debug', { type: 'boolean', default: false, describe: 'print stack traces of internal errors', global: true })
+    .help()
+    .alias('h', 'help')
+    .version()
+    .wrap(Math.min(110, process.stdout.columns ?? 100))
+    .fail((msg, err, y) => {
+      if (err) throw err;
+      process.stderr.write(`onnx-hydra: ${msg}\n(see onnx-hydra --help)\n`);
+      void y;
+      process.exit(2);
+    });
+  try {
+    await cli.parseAsync();
+  } catch (e) {
+    if (e instanceof UserError) {
+      process.stderr.write(`onnx-hydra: error: ${e.message}\n`);
+      process.exit(2);
+    }
+    const err = e as Error;
+    process.stderr.write(`onnx-hydra: internal error: ${err.message}\n`);
+    if (argv.includes('--debug')) process.stderr.write(`${err.stack}\n`);
+    else process.stderr.write('(run again with --debug for the stack trace)\n');
+    process.exit(3);
+  }
+}

@@ -1,0 +1,58 @@
+// onnxruntime-node sessions: the reference runtime that verdicts are based on.
+import * as ort from 'onnxruntime-node';
+import { encodeModel, type OnnxModel } from '../onnx/model.js';
+import { UserError } from '../util/errors.js';
+
+export type Provider = 'cpu' | 'cuda';
+
+export interface OrtSession {
+  session: ort.InferenceSession;
+  provider: Provider;
+  inputNames: readonly string[];
+  outputNames: readonly string[];
+}
+
+/** Providers onnxruntime-node was built with and can load here. */
+export function availableProviders(): string[] {
+  try {
+    return (ort as unknown as { listSupportedBackends?: () => { name: string }[] }).listSupportedBackends?.().map((b) => b.name) ?? ['cpu'];
+  } catch {
+    return ['cpu'];
+  }
+}
+
+export async function createSession(model: OnnxModel | Uint8Array | string, opts: { provider?: Provider; threads?: number } = {}): Promise<OrtSession> {
+  const provider = opts.provider ?? 'cpu';
+  const src = typeof model === 'string' ? model : model instanceof Uint8Array ? model : encodeModel(model);
+  const options: ort.InferenceSession.SessionOptions = {
+    executionProviders: [provider],
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: opts.threads ?? 0,
+    logSeverityLevel: 3,
+  };
+  let session: ort.InferenceSession;
+  try {
+    session = typeof src === 'string' ? await ort.InferenceSession.create(src, options) : await ort.InferenceSession.create(src, options);
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0]!;
+    if (provider === 'cuda') {
+      throw new UserError(`onnxruntime-node cannot use CUDA here (${msg}); reinstall it with CUDA 12 support: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node, or use --provider cpu`);
+    }
+    throw new UserError(`onnxruntime-node cannot load the model: ${msg}`);
+  }
+  return { session, provider, inputNames: session.inputNames, outputNames: session.outputNames };
+}
+
+/** Run with float32 input(s); returns float32 outputs in output order. */
+export async function runSession(s: OrtSession, inputs: { data: Float32Array; shape: number[] }[]): Promise<{ data: Float32Array; shape: number[] }[]> {
+  const feeds: Record<string, ort.Tensor> = {};
+  s.inputNames.forEach((n, i) => {
+    const x = inputs[i]!;
+    feeds[n] = new ort.Tensor('float32', x.data, x.shape);
+  });
+  const res = await s.session.run(feeds);
+  return s.outputNames.map((n) => {
+    const t = res[n]!;
+    return { data: t.data as Float32Array, shape: [...t.dims] };
+  });
+}

@@ -1,0 +1,104 @@
+// The onnx-hydra command as a user runs it: JSON output, and one-line errors for bad input.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { buildModel, encode, floatInit, node } from './helpers/build-model.js';
+
+const BIN = path.resolve('bin/onnx-hydra.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hydra-cli-'));
+
+function run(...args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+function assertOneLineError(r: { code: number; out: string; err: string }, pattern: RegExp): void {
+  assert.notEqual(r.code, 0, 'should exit non-zero');
+  const lines = r.err.trim().split('\n');
+  assert.equal(lines.length, 1, `one line expected, got:\n${r.err}`);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(r.err, /\n\s+at /, 'no stack trace');
+}
+
+test('inspect --json describes a model, its prunable layers and sparsity', () => {
+  const r = run('inspect', 'models/small_cnn.onnx', '--json');
+  assert.equal(r.code, 0, r.err);
+  const s = JSON.parse(r.out);
+  assert.equal(s.opsets['ai.onnx'], 13);
+  assert.deepEqual(s.inputs[0].shape, ['batch', 1, 28, 28]);
+  assert.equal(s.supported, true);
+  assert.deepEqual(s.layers.filter((l: { prunable: boolean }) => l.prunable).map((l: { name: string }) => l.name), ['conv1.weight', 'conv2.weight', 'fc1.weight', 'fc2.weight']);
+  assert.equal(s.parameters.prunable, 256 + 8192 + 156800 + 1000);
+  assert.equal(s.global_sparsity, 0);
+  assert.equal(s.op_histogram.Conv, 2);
+  const text = run('inspect', 'models/vgg_bn.onnx');
+  assert.equal(text.code, 0);
+  assert.match(text.out, /supported yes/);
+  assert.match(text.out, /prunable layers/);
+});
+
+test('check --json reports the fields tools depend on and exits 0 when the graphs agree', () => {
+  const r = run('check', 'models/resnet_small.onnx', '--samples', '2', '--json');
+  assert.equal(r.code, 0, r.err);
+  const c = JSON.parse(r.out);
+  for (const k of ['max_abs_diff', 'argmax_agreement', 'export_max_abs_diff', 'ok']) assert.ok(k in c, k);
+  assert.equal(c.ok, true);
+  assert.equal(c.batch, 8);
+  assert.ok(c.max_abs_diff < 1e-4);
+});
+
+test('bad input gives one line naming the problem and a non-zero exit', () => {
+  const bytes = fs.readFileSync('models/small_cnn.onnx');
+  const truncated = path.join(tmp, 'truncated.onnx');
+  fs.writeFileSync(truncated, bytes.subarray(0, Math.floor(bytes.length / 2)));
+  assertOneLineError(run('check', truncated), /truncated\.onnx' is not a valid ONNX model/);
+
+  const random = path.join(tmp, 'random.onnx');
+  let seed = 12345;
+  fs.writeFileSync(random, Buffer.from(Array.from({ length: 4096 }, () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) >> 16) & 255)));
+  assertOneLineError(run('inspect', random), /random\.onnx'.*(not a valid ONNX model|not an ONNX model|no graph|ir_version)/);
+
+  const intInput = path.join(tmp, 'int-input.onnx');
+  fs.writeFileSync(intInput, encode(buildModel({
+    inputs: [{ name: 'ids', dtype: 'int64', shape: ['batch', 4] }],
+    outputs: [{ name: 'y', shape: ['batch', 4] }],
+    nodes: [node('Cast', ['ids'], ['y'], { to: 1 }, 'to_float')],
+  })));
+  assertOneLineError(run('check', intInput), /input 'ids' is int64; onnx-hydra works on classifiers with a float input/);
+
+  const unsupported = path.join(tmp, 'unsupported.onnx');
+  fs.writeFileSync(unsupported, encode(buildModel({
+    inputs: [{ name: 'x', shape: ['batch', 3, 8, 8] }],
+    outputs: [{ name: 'y', shape: ['batch', 3, 8, 8] }],
+    nodes: [
+      node('LRN', ['x'], ['a'], { size: 3 }, 'norm1'),
+      node('Relu', ['a'], ['b'], {}, 'act'),
+      node('Resize', ['b'], ['c'], {}, 'up'),
+      node('LRN', ['c'], ['y'], { size: 3 }, 'norm2'),
+    ],
+  })));
+  assertOneLineError(run('check', unsupported), /unsupported operators: LRN at 'norm1', 'norm2'; Resize at 'up'/);
+  const insp = run('inspect', unsupported, '--json');
+  assert.equal(insp.code, 0);
+  assert.equal(JSON.parse(insp.out).supported, false);
+
+  assertOneLineError(run('check', path.join(tmp, 'nope.onnx')), /nope\.onnx' not found/);
+  assertOneLineError(run('check', 'models/small_cnn.onnx', '--samples', '0'), /--samples must be a positive integer/);
+  const conv = path.join(tmp, 'bad-conv.onnx');
+  fs.writeFileSync(conv, encode(buildModel({
+    inputs: [{ name: 'x', shape: ['batch', 3, 8, 8] }],
+    outputs: [{ name: 'y', shape: ['batch', 4, 6, 6] }],
+    nodes: [node('Conv', ['x', 'w'], ['y'], {}, 'conv_a')],
+    initializers: [floatInit('w', [4, 2, 3, 3], new Array(72).fill(0.1))],
+  })));
+  assertOneLineError(run('check', conv), /Conv node 'conv_a': input has 3 channels, weight expects 2/);
+});
+
+test('usage errors name the flag', () => {
+  const r = run('check', 'models/small_cnn.onnx', '--bogus-flag');
+  assert.notEqual(r.code, 0);
+  assert.match(r.err, /Unknown argument: bogus-flag/);
+});
