@@ -8,6 +8,7 @@ import { checkCommand } from './check.js';
 export async function main(argv: string[]): Promise<void> {
   const cli: Argv = yargs(hideBin(argv))
     .scriptName('onnx-hydra')
+    .parserConfiguration({ 'camel-case-expansion': false })
     .usage('$0 <command> [options]\n\nMake ONNX classifiers small and adversarially robust, and prove it.')
     .command(inspectCommand)
     .command(checkCommand)
