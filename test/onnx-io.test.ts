@@ -114,3 +114,20 @@ test('saveModel never leaves a partial file under the final name', () => {
   assert.ok(loadModel(file));
   assert.deepEqual(fs.readdirSync(tmp).filter((f) => f.endsWith('.tmp')), []);
 });
+
+test('models with float64 and float16 inputs convert and check against onnxruntime-node', async () => {
+  const { checkModel } = await import('../src/verify/equivalence.js');
+  for (const dtype of ['float64', 'float16'] as const) {
+    const m = buildModel({
+      inputs: [{ name: 'x', dtype, shape: ['batch', 3] }],
+      outputs: [{ name: 'y', dtype, shape: ['batch', 2] }],
+      nodes: [node('Gemm', ['x', 'W', 'b'], ['h'], { transB: 1 }, 'fc'), node('Relu', ['h'], ['y'], {}, 'act')],
+      initializers: [
+        encodeTensor('W', hostTensor(dtype, [2, 3], [0.5, -1, 2, 0.25, 1, -0.5])),
+        encodeTensor('b', hostTensor(dtype, [2], [0.125, 0.5])),
+      ],
+    });
+    const r = await checkModel(loadModel(encode(m)), { samples: 2 });
+    assert.ok(r.ok, `${dtype}: ${JSON.stringify(r)}`);
+  }
+});

@@ -2,6 +2,7 @@
 import * as ort from 'onnxruntime-node';
 import { encodeModel, type OnnxModel } from '../onnx/model.js';
 import { UserError } from '../util/errors.js';
+import { floatToHalf, halfToFloat } from '../onnx/tensor.js';
 
 export type Provider = 'cpu' | 'cuda';
 
@@ -46,13 +47,22 @@ export async function createSession(model: OnnxModel | Uint8Array | string, opts
 /** Run with float32 input(s); returns float32 outputs in output order. */
 export async function runSession(s: OrtSession, inputs: { data: Float32Array; shape: number[] }[]): Promise<{ data: Float32Array; shape: number[] }[]> {
   const feeds: Record<string, ort.Tensor> = {};
+  const meta = s.session.inputMetadata as readonly { type?: string }[];
   s.inputNames.forEach((n, i) => {
     const x = inputs[i]!;
-    feeds[n] = new ort.Tensor('float32', x.data, x.shape);
+    // models with float64/float16 inputs get their own element type (float16 as IEEE half bits)
+    const type = meta[i]?.type;
+    if (type === 'float64') feeds[n] = new ort.Tensor('float64', Float64Array.from(x.data), x.shape);
+    else if (type === 'float16') feeds[n] = new ort.Tensor('float16', Uint16Array.from(x.data, floatToHalf), x.shape);
+    else feeds[n] = new ort.Tensor('float32', x.data, x.shape);
   });
   const res = await s.session.run(feeds);
   return s.outputNames.map((n) => {
     const t = res[n]!;
-    return { data: t.data as Float32Array, shape: [...t.dims] };
+    let data: Float32Array;
+    if (t.type === 'float16') data = Float32Array.from(t.data as Uint16Array, halfToFloat);
+    else if (t.data instanceof Float32Array) data = t.data;
+    else data = Float32Array.from(t.data as ArrayLike<number>, Number);
+    return { data, shape: [...t.dims] };
   });
 }

@@ -68,7 +68,9 @@ export async function checkModel(model: OnnxModel, opts: PrepareOptions & { samp
     }
     await session.session.release();
     await exported.session.release();
-    const tolerance = 1e-4 * (1 + maxLogit);
+    // onnxruntime computes float16 models in half precision (epsilon 2^-10): allow ~5 half-precision ulps
+    const half = graph.inputs[0]!.dtype === 'float16';
+    const tolerance = (half ? 5e-3 : 1e-4) * (1 + maxLogit);
     return {
       samples, batch: shape[0]!, input_shape: shape,
       max_abs_diff: maxDiff, argmax_agreement: rows ? agree / rows : 1, export_max_abs_diff: exportDiff,
