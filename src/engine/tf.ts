@@ -4,6 +4,19 @@ import * as tf from '@tensorflow/tfjs';
 
 export { tf };
 
+// Comparisons and logical ops have zero gradient (TensorFlow declares them non-differentiable); tfjs
+// registers nothing for them, so tf.where(x > 0, …) could not be differentiated with respect to x.
+for (const kernelName of ['Greater', 'GreaterEqual', 'Less', 'LessEqual', 'Equal', 'NotEqual', 'LogicalAnd', 'LogicalOr', 'LogicalNot', 'LogicalXor']) {
+  if (tf.getGradient(kernelName)) continue;
+  tf.registerGradient({
+    kernelName,
+    gradFunc: (dy: tf.Tensor | tf.Tensor[]) => {
+      const d = Array.isArray(dy) ? dy[0]! : dy;
+      return { a: () => tf.zerosLike(d), b: () => tf.zerosLike(d), x: () => tf.zerosLike(d) };
+    },
+  });
+}
+
 const quieted = new Set<string>();
 /** Drop a backend's one-time "install tfjs-node" banner: onnx-hydra chooses and reports engines itself. */
 export function quietBackend(): void {

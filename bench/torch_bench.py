@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""The PyTorch side of `npm run bench`: the same workloads on the same ONNX models' architectures.
+
+Prints one JSON object: images/s for forward, input-gradient, natural step, TRADES-10 step per model.
+Models are rebuilt from models/export_models.py (same classes); weights do not affect speed.
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'models'))
+from export_models import ResNetSmall, SmallCNN  # noqa: E402
+
+
+def timeit(fn, min_time=2.0, min_iters=3):
+    fn()  # warm up
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        el = time.perf_counter() - t0
+        if el >= min_time and n >= min_iters:
+            return el / n
+
+
+def trades_loss(model, x, y, opt, eps=0.1, alpha=0.01, steps=10, beta=6.0):
+    model.eval()
+    kl = nn.KLDivLoss(reduction='sum')
+    x_adv = x.detach() + 0.001 * torch.randn_like(x)
+    with torch.no_grad():
+        p_nat = F.softmax(model(x), dim=1)
+    for _ in range(steps):
+        x_adv.requires_grad_()
+        loss_kl = kl(F.log_softmax(model(x_adv), dim=1), p_nat)
+        grad = torch.autograd.grad(loss_kl, [x_adv])[0]
+        x_adv = x_adv.detach() + alpha * torch.sign(grad.detach())
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+    model.train()
+    x_adv = x_adv.detach()
+    opt.zero_grad()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y) + beta * (1.0 / x.size(0)) * kl(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1))
+    loss.backward()
+    opt.step()
+
+
+def bench(name, model, shape, batch):
+    x = torch.rand((batch,) + shape)
+    y = torch.randint(0, 10, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def fwd():
+        with torch.no_grad():
+            model(x)
+
+    def igrad():
+        xi = x.clone().requires_grad_()
+        loss = F.cross_entropy(model(xi), y)
+        torch.autograd.grad(loss, [xi])
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    model.eval()
+    r = {'forward': batch / timeit(fwd), 'input_grad': batch / timeit(igrad)}
+    model.train()
+    r['natural_step'] = batch / timeit(step)
+    r['trades10_step'] = batch / timeit(lambda: trades_loss(model, x, y, opt))
+    return r
+
+
+def main():
+    batch = int(os.environ.get('BENCH_BATCH', '128'))
+    threads = os.environ.get('BENCH_THREADS')
+    if threads:
+        torch.set_num_threads(int(threads))
+    out = {'torch_version': torch.__version__, 'threads': torch.get_num_threads(), 'batch': batch, 'models': {}}
+    for name, cls, shape in [('small_cnn', SmallCNN, (1, 28, 28)), ('resnet_small', ResNetSmall, (1, 28, 28))]:
+        torch.manual_seed(0)
+        out['models'][name] = bench(name, cls(), shape, batch)
+    print(json.dumps(out))
+
+
+if __name__ == '__main__':
+    main()

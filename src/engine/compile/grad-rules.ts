@@ -1,0 +1,547 @@
+// Gradient rules: for each forward ONNX op, the ONNX nodes computing the gradients of its inputs from the
+// gradients of its outputs. Emitted into the backward model (opset 17) and run by onnxruntime.
+import { Attrs, type Node } from '../../graph/ir.js';
+import type { GraphBuilder } from './builder.js';
+
+export interface GradCtx {
+  b: GraphBuilder;
+  node: Node;
+  a: Attrs;
+  /** opset of the forward model (attribute semantics) */
+  opset: number;
+  /** backward-graph name of forward input i (saved from the forward pass) */
+  x(i: number): string;
+  /** backward-graph name of forward output k (saved from the forward pass) */
+  y(k: number): string;
+  /** gradient flowing into output k, if any */
+  dy(k: number): string | undefined;
+  inShape(i: number): number[];
+  outShape(k: number): number[];
+  /** does input i need a gradient? */
+  need(i: number): boolean;
+  /** a constant input's value as numbers (axes, shapes, pads) */
+  ints(i: number): number[];
+  has(i: number): boolean;
+}
+
+export type GradRule = (g: GradCtx) => (string | undefined)[];
+
+const RULES = new Map<string, GradRule>();
+function rule(ops: string | string[], r: GradRule): void {
+  for (const op of Array.isArray(ops) ? ops : [ops]) RULES.set(op, r);
+}
+export function gradRule(op: string): GradRule | undefined {
+  return RULES.get(op);
+}
+export function hasGradRule(op: string): boolean {
+  return RULES.has(op);
+}
+
+const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
+
+/** Sum a broadcast gradient back to the shape of the input it came from. */
+export function reduceTo(b: GraphBuilder, grad: string, gShape: number[], target: number[]): string {
+  if (gShape.join() === target.join()) return grad;
+  const off = gShape.length - target.length;
+  const axes: number[] = [];
+  for (let i = 0; i < gShape.length; i++) {
+    if (i < off || (target[i - off] === 1 && gShape[i] !== 1)) axes.push(i);
+  }
+  const summed = axes.length ? b.reduce('ReduceSum', grad, axes, true) : grad;
+  return b.reshape(summed, target);
+}
+
+const dy0 = (g: GradCtx): string => g.dy(0)!;
+const zero = (g: GradCtx): string => g.b.scalarF(0);
+
+rule(['Identity', 'Cast', 'CastLike'], (g) => [dy0(g)]);
+rule(['Flatten', 'Reshape', 'Squeeze', 'Unsqueeze'], (g) => [g.b.reshape(dy0(g), g.inShape(0))]);
+rule('Transpose', (g) => {
+  const r = g.inShape(0).length;
+  const perm = g.a.ints('perm', range(0, r).reverse());
+  const inv = new Array<number>(r);
+  perm.forEach((p, i) => (inv[p] = i));
+  return [g.b.op('Transpose', [dy0(g)], { perm: inv })];
+});
+
+rule('Relu', (g) => [g.b.op('Mul', [dy0(g), g.b.op('Cast', [g.b.op('Greater', [g.y(0), zero(g)])], { to: 1 })])]);
+rule('LeakyRelu', (g) => {
+  const alpha = g.a.float('alpha', 0.01);
+  return [g.b.op('Where', [g.b.op('Greater', [g.x(0), zero(g)]), dy0(g), g.b.op('Mul', [dy0(g), g.b.scalarF(alpha)])])];
+});
+rule('Elu', (g) => {
+  const alpha = g.a.float('alpha', 1);
+  const neg = g.b.op('Mul', [dy0(g), g.b.op('Add', [g.y(0), g.b.scalarF(alpha)])]);
+  return [g.b.op('Where', [g.b.op('Greater', [g.x(0), zero(g)]), dy0(g), neg])];
+});
+rule('PRelu', (g) => {
+  const pos = g.b.op('Greater', [g.x(0), zero(g)]);
+  const dx = g.need(0) ? g.b.op('Where', [pos, dy0(g), g.b.op('Mul', [dy0(g), g.x(1)])]) : undefined;
+  const ds = g.need(1) ? reduceTo(g.b, g.b.op('Mul', [dy0(g), g.b.op('Min', [g.x(0), zero(g)])]), g.outShape(0), g.inShape(1)) : undefined;
+  return [dx, ds];
+});
+rule('Sigmoid', (g) => {
+  const y = g.y(0);
+  return [g.b.op('Mul', [dy0(g), g.b.op('Mul', [y, g.b.op('Sub', [g.b.scalarF(1), y])])])];
+});
+rule('Tanh', (g) => {
+  const y = g.y(0);
+  return [g.b.op('Mul', [dy0(g), g.b.op('Sub', [g.b.scalarF(1), g.b.op('Mul', [y, y])])])];
+});
+rule('Softplus', (g) => [g.b.op('Mul', [dy0(g), g.b.op('Sigmoid', [g.x(0)])])]);
+rule('Exp', (g) => [g.b.op('Mul', [dy0(g), g.y(0)])]);
+rule('Log', (g) => [g.b.op('Div', [dy0(g), g.x(0)])]);
+rule('Sqrt', (g) => [g.b.op('Div', [dy0(g), g.b.op('Mul', [g.y(0), g.b.scalarF(2)])])]);
+rule('Neg', (g) => [g.b.op('Neg', [dy0(g)])]);
+rule('Abs', (g) => [g.b.op('Mul', [dy0(g), g.b.op('Sign', [g.x(0)])])]);
+rule('Reciprocal', (g) => [g.b.op('Neg', [g.b.op('Mul', [dy0(g), g.b.op('Mul', [g.y(0), g.y(0)])])])]);
+rule('Erf', (g) => {
+  const x = g.x(0);
+  const e = g.b.op('Exp', [g.b.op('Neg', [g.b.op('Mul', [x, x])])]);
+  return [g.b.op('Mul', [dy0(g), g.b.op('Mul', [e, g.b.scalarF(2 / Math.sqrt(Math.PI))])])];
+});
+rule('Clip', (g) => {
+  // gradient passes where min ≤ x ≤ max (as PyTorch's clamp)
+  let lo: string | undefined;
+  let hi: string | undefined;
+  if (g.opset < 11) {
+    const mn = g.a.float('min');
+    const mx = g.a.float('max');
+    if (mn !== undefined) lo = g.b.scalarF(mn);
+    if (mx !== undefined) hi = g.b.scalarF(mx);
+  } else {
+    if (g.has(1)) lo = g.x(1);
+    if (g.has(2)) hi = g.x(2);
+  }
+  let mask: string | undefined;
+  if (lo) mask = g.b.op('Not', [g.b.op('Less', [g.x(0), lo])]);
+  if (hi) {
+    const m2 = g.b.op('Not', [g.b.op('Greater', [g.x(0), hi])]);
+    mask = mask ? g.b.op('And', [mask, m2]) : m2;
+  }
+  return [mask ? g.b.op('Where', [mask, dy0(g), zero(g)]) : dy0(g)];
+});
+rule('HardSigmoid', (g) => {
+  const alpha = g.a.float('alpha', 0.2);
+  const beta = g.a.float('beta', 0.5);
+  const t = g.b.op('Add', [g.b.op('Mul', [g.x(0), g.b.scalarF(alpha)]), g.b.scalarF(beta)]);
+  const inside = g.b.op('And', [g.b.op('Greater', [t, zero(g)]), g.b.op('Less', [t, g.b.scalarF(1)])]);
+  return [g.b.op('Where', [inside, g.b.op('Mul', [dy0(g), g.b.scalarF(alpha)]), zero(g)])];
+});
+
+function binary(g: GradCtx, da: () => string, db: () => string): (string | undefined)[] {
+  const out = g.outShape(0);
+  return [g.need(0) ? reduceTo(g.b, da(), out, g.inShape(0)) : undefined, g.need(1) ? reduceTo(g.b, db(), out, g.inShape(1)) : undefined];
+}
+rule('Add', (g) => binary(g, () => dy0(g), () => dy0(g)));
+rule('Sub', (g) => binary(g, () => dy0(g), () => g.b.op('Neg', [dy0(g)])));
+rule('Mul', (g) => binary(g, () => g.b.op('Mul', [dy0(g), g.x(1)]), () => g.b.op('Mul', [dy0(g), g.x(0)])));
+rule('Div', (g) => binary(g, () => g.b.op('Div', [dy0(g), g.x(1)]), () => g.b.op('Neg', [g.b.op('Div', [g.b.op('Mul', [dy0(g), g.y(0)]), g.x(1)])])));
+rule('Pow', (g) => {
+  // d/dx x^p = p·x^(p−1); the exponent is a constant in the models we differentiate
+  const p = g.x(1);
+  const da = g.b.op('Mul', [dy0(g), g.b.op('Mul', [p, g.b.op('Pow', [g.x(0), g.b.op('Sub', [p, g.b.scalarF(1)])])])]);
+  return [g.need(0) ? reduceTo(g.b, da, g.outShape(0), g.inShape(0)) : undefined, undefined];
+});
+rule(['Sum', 'Mean'], (g) => {
+  const n = g.node.inputs.length;
+  const d = g.node.opType === 'Mean' ? g.b.op('Div', [dy0(g), g.b.scalarF(n)]) : dy0(g);
+  return g.node.inputs.map((_, i) => (g.need(i) ? reduceTo(g.b, d, g.outShape(0), g.inShape(i)) : undefined));
+});
+
+/** Per-axis explicit pads (begin…, end…) of a conv/pool node, resolving auto_pad like the forward op. */
+export function resolvePads(a: Attrs, inSp: number[], kernel: number[], strides: number[], dil: number[], outSp: number[]): number[] {
+  const r = inSp.length;
+  const autoPad = a.string('auto_pad', 'NOTSET');
+  if (autoPad === 'VALID') return new Array(2 * r).fill(0);
+  if (autoPad === 'SAME_UPPER' || autoPad === 'SAME_LOWER') {
+    const pads = new Array<number>(2 * r).fill(0);
+    for (let i = 0; i < r; i++) {
+      const total = Math.max(0, (outSp[i]! - 1) * strides[i]! + (kernel[i]! - 1) * dil[i]! + 1 - inSp[i]!);
+      const small = Math.floor(total / 2);
+      pads[i] = autoPad === 'SAME_UPPER' ? small : total - small;
+      pads[i + r] = total - pads[i]!;
+    }
+    return pads;
+  }
+  return a.ints('pads', new Array(2 * r).fill(0));
+}
+
+rule('Conv', (g) => {
+  const xs = g.inShape(0);
+  const ws = g.inShape(1);
+  const ys = g.outShape(0);
+  const r = xs.length - 2;
+  const group = g.a.int('group', 1);
+  const kernel = ws.slice(2);
+  const strides = g.a.ints('strides', new Array(r).fill(1));
+  const dil = g.a.ints('dilations', new Array(r).fill(1));
+  const pads = resolvePads(g.a, xs.slice(2), kernel, strides, dil, ys.slice(2));
+  const dy = dy0(g);
+  let dx: string | undefined;
+  if (g.need(0)) {
+    // stride 1: the input gradient is a convolution of dy with the flipped, channel-transposed kernel
+    // (2-2.5x faster in onnxruntime than ConvTranspose); otherwise ConvTranspose maps back to the input
+    // grid, output_padding covering rows the forward conv skipped
+    const flipPads = [...range(0, r).map((i) => (kernel[i]! - 1) * dil[i]! - pads[i]!), ...range(0, r).map((i) => xs[2 + i]! - ys[2 + i]! + (kernel[i]! - 1) * dil[i]! - ((kernel[i]! - 1) * dil[i]! - pads[i]!))];
+    if (strides.every((s) => s === 1) && flipPads.every((p) => p >= 0)) {
+      dx = g.b.op('Conv', [dy, flippedKernel(g.b, g.x(1), ws, group)], { pads: flipPads, dilations: dil, group, kernel_shape: kernel });
+    } else {
+      const outPad = range(0, r).map((i) => xs[2 + i]! - ((ys[2 + i]! - 1) * strides[i]! + (kernel[i]! - 1) * dil[i]! + 1 - pads[i]! - pads[i + r]!));
+      dx = g.b.op('ConvTranspose', [dy, g.x(1)], { strides, pads, dilations: dil, group, kernel_shape: kernel, output_padding: outPad });
+    }
+  }
+  let dw: string | undefined;
+  if (g.need(1)) dw = convFilterGrad(g.b, g.x(0), dy, xs, ws, ys, strides, pads, dil, group);
+  const db = g.has(2) && g.need(2) ? g.b.reduce('ReduceSum', dy, [0, ...range(2, xs.length)], false) : undefined;
+  return [dx, dw, db];
+});
+
+/** W [Cout, Cin/g, K…] → W' [Cin, Cout/g, K…] flipped along every spatial axis (per group). */
+function flippedKernel(b: GraphBuilder, w: string, ws: number[], group: number): string {
+  const r = ws.length - 2;
+  const [cout, cinG] = [ws[0]!, ws[1]!];
+  const k = ws.slice(2);
+  let t: string;
+  if (group === 1) t = b.op('Transpose', [w], { perm: [1, 0, ...range(2, r + 2)] });
+  else {
+    const g5 = b.reshape(w, [group, cout / group, cinG, ...k]);
+    t = b.reshape(b.op('Transpose', [g5], { perm: [0, 2, 1, ...range(3, r + 3)] }), [cinG * group, cout / group, ...k]);
+  }
+  const axes = range(2, r + 2);
+  return b.op('Slice', [t, b.constI64(axes.map(() => -1)), b.constI64(axes.map(() => -(2 ** 31))), b.constI64(axes), b.constI64(axes.map(() => -1))]);
+}
+
+/**
+ * dW of a convolution, as a convolution: with batch and channels swapped, the input convolved with the
+ * output gradient as kernel (strides and dilations exchange roles) gives dW for every kernel offset.
+ * Grouped convolutions put each input channel's batch in its own group.
+ */
+export function convFilterGrad(
+  b: GraphBuilder, x: string, dy: string, xs: number[], ws: number[], ys: number[],
+  strides: number[], pads: number[], dil: number[], group: number,
+): string {
+  const r = xs.length - 2;
+  const [n, cin] = [xs[0]!, xs[1]!];
+  const cout = ws[0]!;
+  const kernel = ws.slice(2);
+  const perm = [1, 0, ...range(2, r + 2)];
+  // the full "kernel" dy spans (O-1)·s+1 input positions; the conv output then has at least K positions
+  const cropEnd = kernel.map((k) => k);
+  let out: string;
+  if (group === 1 && r === 2) {
+    // one GEMM per kernel offset on channels-last input: dW[:, :, kh, kw] = dyᵀ[Cout, N·OH·OW] × x_shift[N·OH·OW, Cin]
+    // (1.7x faster in onnxruntime than the convolution form below)
+    const [oh, ow] = [ys[2]!, ys[3]!];
+    const [kh, kw] = kernel as [number, number];
+    const [sh, sw] = strides as [number, number];
+    const [dh, dw] = dil as [number, number];
+    const needH = (kh - 1) * dh + (oh - 1) * sh + 1;
+    const needW = (kw - 1) * dw + (ow - 1) * sw + 1;
+    // pad to cover every window (and crop rows no window reads)
+    const padB = needH - xs[2]! - pads[0]!;
+    const padR = needW - xs[3]! - pads[1]!;
+    const xp = b.op('Pad', [x, b.constI64([0, 0, pads[0]!, pads[1]!, 0, 0, padB, padR])]);
+    const xh = b.op('Transpose', [xp], { perm: [0, 2, 3, 1] }); // [N, Hp, Wp, Cin]
+    const dyT = b.reshape(b.op('Transpose', [dy], { perm }), [cout, -1]);
+    const parts: string[] = [];
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        const sl = b.op('Slice', [xh, b.constI64([i * dh, j * dw]), b.constI64([i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1]), b.constI64([1, 2]), b.constI64([sh, sw])]);
+        parts.push(b.unsqueeze(b.op('MatMul', [dyT, b.reshape(sl, [-1, cin])]), [2]));
+      }
+    }
+    return b.reshape(b.op('Concat', parts, { axis: 2 }), [cout, cin, kh, kw]);
+  }
+  if (group === 1) {
+    const xt = b.op('Transpose', [x], { perm }); // [Cin, N, H, W]
+    const dyt = b.op('Transpose', [dy], { perm }); // [Cout, N, OH, OW]
+    const full = b.op('Conv', [xt, dyt], { strides: dil, dilations: strides, pads, group: 1 }); // [Cin, Cout, K'...]
+    const cropped = b.slice(full, new Array(r).fill(0), cropEnd, range(2, r + 2));
+    out = b.op('Transpose', [cropped], { perm }); // [Cout, Cin, K...]
+  } else {
+    const cinG = cin / group;
+    const coutG = cout / group;
+    const xt = b.reshape(b.op('Transpose', [x], { perm }), [1, cin * n, ...xs.slice(2)]); // channel = ci·N + n
+    const dyt = b.op('Transpose', [dy], { perm }); // [Cout, N, OH, OW]
+    // kernel for input channel ci (group gi = ci / cinG): the gradients of that group's output channels
+    const idx: number[] = [];
+    for (let ci = 0; ci < cin; ci++) for (let j = 0; j < coutG; j++) idx.push(Math.floor(ci / cinG) * coutG + j);
+    const kern = b.op('Gather', [dyt, b.constI64(idx)], { axis: 0 }); // [Cin·coutG, N, OH, OW]
+    const full = b.op('Conv', [xt, kern], { strides: dil, dilations: strides, pads, group: cin }); // [1, Cin·coutG, K'...]
+    const cropped = b.slice(full, new Array(r).fill(0), cropEnd, range(2, r + 2));
+    // [1, Cin·coutG, K] → [g, cinG, coutG, K] → [g, coutG, cinG, K] → [Cout, cinG, K]
+    const g5 = b.reshape(cropped, [group, cinG, coutG, ...kernel]);
+    const t = b.op('Transpose', [g5], { perm: [0, 2, 1, ...range(3, r + 3)] });
+    out = b.reshape(t, [cout, cinG, ...kernel]);
+  }
+  void ys;
+  return out;
+}
+
+rule('ConvTranspose', (g) => {
+  // the adjoint of a transposed convolution is the convolution with the same attributes
+  const xs = g.inShape(0);
+  const ws = g.inShape(1);
+  const ys = g.outShape(0);
+  const r = xs.length - 2;
+  const group = g.a.int('group', 1);
+  const kernel = ws.slice(2);
+  const strides = g.a.ints('strides', new Array(r).fill(1));
+  const dil = g.a.ints('dilations', new Array(r).fill(1));
+  // effective pads of the forward op: output = s(in−1) + kd − pb − pe (+ output_padding at the end)
+  const pads = new Array<number>(2 * r).fill(0);
+  const given = g.a.ints('pads');
+  const outPad = g.a.ints('output_padding', new Array(r).fill(0));
+  for (let i = 0; i < r; i++) {
+    const full = strides[i]! * (xs[2 + i]! - 1) + (kernel[i]! - 1) * dil[i]! + 1 + outPad[i]!;
+    const total = full - ys[2 + i]!;
+    const begin = given && !g.a.has('output_shape') && g.a.string('auto_pad', 'NOTSET') === 'NOTSET' ? given[i]! : g.a.string('auto_pad', 'NOTSET') === 'SAME_LOWER' ? total - Math.floor(total / 2) : Math.floor(total / 2);
+    pads[i] = begin;
+    pads[i + r] = total - begin - outPad[i]!;
+  }
+  const dy = dy0(g);
+  const dx = g.need(0) ? g.b.op('Conv', [dy, g.x(1)], { strides, pads: pads.map((p) => Math.max(0, p)), dilations: dil, group, kernel_shape: kernel }) : undefined;
+  const dw = g.need(1) ? convFilterGrad(g.b, dy, g.x(0), ys, ws, xs, strides, pads, dil, group) : undefined;
+  const db = g.has(2) && g.need(2) ? g.b.reduce('ReduceSum', dy, [0, ...range(2, xs.length)], false) : undefined;
+  if (pads.some((p) => p < 0)) throw new Error('ConvTranspose with output beyond the full size has no gradient rule');
+  return [dx, dw, db];
+});
+
+rule('Gemm', (g) => {
+  const alpha = g.a.float('alpha', 1);
+  const beta = g.a.float('beta', 1);
+  const tA = g.a.int('transA', 0);
+  const tB = g.a.int('transB', 0);
+  const dy = dy0(g);
+  const A = g.x(0);
+  const B = g.x(1);
+  let dA: string | undefined;
+  let dB: string | undefined;
+  if (g.need(0)) {
+    dA = tA ? g.b.op('Gemm', [B, dy], { alpha: { float: alpha }, transA: tB, transB: 1 }) : g.b.op('Gemm', [dy, B], { alpha: { float: alpha }, transB: tB ? 0 : 1 });
+  }
+  if (g.need(1)) {
+    dB = tB ? g.b.op('Gemm', [dy, A], { alpha: { float: alpha }, transA: 1, transB: tA }) : g.b.op('Gemm', [A, dy], { alpha: { float: alpha }, transA: tA ? 0 : 1 });
+  }
+  let dC: string | undefined;
+  if (g.has(2) && g.need(2)) {
+    const scaled = beta === 1 ? dy : g.b.op('Mul', [dy, g.b.scalarF(beta)]);
+    dC = reduceTo(g.b, scaled, g.outShape(0), g.inShape(2));
+  }
+  return [dA, dB, dC];
+});
+
+rule('MatMul', (g) => {
+  const as = g.inShape(0);
+  const bs = g.inShape(1);
+  if (as.length < 2 || bs.length < 2) throw new Error('MatMul with vector operands has no gradient rule');
+  const dy = dy0(g);
+  const swap = (s: string, rank: number): string => g.b.op('Transpose', [s], { perm: [...range(0, rank - 2), rank - 1, rank - 2] });
+  let dA: string | undefined;
+  let dB: string | undefined;
+  if (g.need(0)) {
+    const m = g.b.op('MatMul', [dy, swap(g.x(1), bs.length)]);
+    dA = reduceTo(g.b, m, [...g.outShape(0).slice(0, -2), as[as.length - 2]!, as[as.length - 1]!], as);
+  }
+  if (g.need(1)) {
+    if (bs.length === 2 && as.length > 2) {
+      // (…, M, K) × (K, N): flatten the batch dims, one product
+      const k = as[as.length - 1]!;
+      const a2 = g.b.reshape(g.x(0), [-1, k]);
+      const d2 = g.b.reshape(dy, [-1, bs[1]!]);
+      dB = g.b.op('MatMul', [g.b.op('Transpose', [a2], { perm: [1, 0] }), d2]);
+    } else {
+      const m = g.b.op('MatMul', [swap(g.x(0), as.length), dy]);
+      dB = reduceTo(g.b, m, [...g.outShape(0).slice(0, -2), bs[bs.length - 2]!, bs[bs.length - 1]!], bs);
+    }
+  }
+  return [dA, dB];
+});
+
+rule('MaxPool', (g) => {
+  // the forward pass saved the argmax of every window (MaxPool's Indices output, flat over the whole input)
+  const xs = g.inShape(0);
+  const total = xs.reduce((p, d) => p * d, 1);
+  const idx = g.b.reshape(g.y(1), [-1]);
+  const flat = g.b.reshape(dy0(g), [-1]);
+  const zeros = g.b.op('ConstantOfShape', [g.b.constI64([total])]);
+  const dx = g.b.op('ScatterElements', [zeros, idx, flat], { axis: 0, reduction: 'add' });
+  return [g.b.reshape(dx, xs)];
+});
+
+rule('AveragePool', (g) => {
+  const xs = g.inShape(0);
+  const ys = g.outShape(0);
+  const r = xs.length - 2;
+  const kernel = g.a.ints('kernel_shape', []);
+  const strides = g.a.ints('strides', new Array(r).fill(1));
+  const pads = resolvePads(g.a, xs.slice(2), kernel, strides, new Array(r).fill(1), ys.slice(2));
+  const countPad = g.a.int('count_include_pad', 0) === 1;
+  // spread dy/divisor over each window with a depthwise ConvTranspose of ones
+  const inv = avgDivisors(xs.slice(2), ys.slice(2), kernel, strides, pads, countPad);
+  const scaled = g.b.op('Mul', [dy0(g), g.b.constF(inv, ys.slice(2))]);
+  const c = xs[1]!;
+  const ones = g.b.constF(new Float32Array(c * kernel.reduce((p, k) => p * k, 1)).fill(1), [c, 1, ...kernel]);
+  // end pads chosen so the transposed conv lands exactly on the input grid (ceil-mode overhang is cropped)
+  const tPads = [...pads.slice(0, r)];
+  const outPad: number[] = [];
+  for (let i = 0; i < r; i++) {
+    const end = (ys[2 + i]! - 1) * strides[i]! + kernel[i]! - pads[i]! - xs[2 + i]!;
+    tPads.push(Math.max(0, end));
+    outPad.push(Math.max(0, -end));
+  }
+  return [g.b.op('ConvTranspose', [scaled, ones], { strides, pads: tPads, group: c, kernel_shape: kernel, output_padding: outPad })];
+});
+
+/** 1/divisor per output position of average pooling, as onnxruntime divides (see engine/nn.ts). */
+export function avgDivisors(inSp: number[], outSp: number[], kernel: number[], strides: number[], pads: number[], countPad: boolean): Float32Array {
+  const r = inSp.length;
+  const per = range(0, r).map((i) =>
+    range(0, outSp[i]!).map((o) => {
+      const start = o * strides[i]! - pads[i]!;
+      const end = Math.min(start + kernel[i]!, inSp[i]! + pads[i + r]!);
+      return countPad ? end - start : Math.min(end, inSp[i]!) - Math.max(start, 0);
+    }),
+  );
+  const n = outSp.reduce((p, d) => p * d, 1);
+  const out = new Float32Array(n);
+  for (let k = 0; k < n; k++) {
+    let rem = k;
+    let div = 1;
+    for (let i = r - 1; i >= 0; i--) {
+      div *= per[i]![rem % outSp[i]!]!;
+      rem = Math.floor(rem / outSp[i]!);
+    }
+    out[k] = 1 / Math.max(1, div);
+  }
+  return out;
+}
+
+rule('GlobalAveragePool', (g) => {
+  const xs = g.inShape(0);
+  const area = xs.slice(2).reduce((p, d) => p * d, 1);
+  return [g.b.op('Expand', [g.b.op('Div', [dy0(g), g.b.scalarF(area)]), g.b.constI64(xs)])];
+});
+rule('GlobalMaxPool', (g) => {
+  const xs = g.inShape(0);
+  const mask = g.b.op('Cast', [g.b.op('Equal', [g.x(0), g.y(0)])], { to: 1 });
+  return [g.b.op('Mul', [mask, g.b.op('Expand', [dy0(g), g.b.constI64(xs)])])];
+});
+
+rule('BatchNormalization', (g) => {
+  // inference form (training-mode BN is lowered to primitive ops before differentiation)
+  const xs = g.inShape(0);
+  const c = xs[1]!;
+  const cs = [c, ...new Array(xs.length - 2).fill(1)];
+  const eps = g.a.float('epsilon', 1e-5);
+  const invStd = g.b.reshape(g.b.op('Reciprocal', [g.b.op('Sqrt', [g.b.op('Add', [g.x(4), g.b.scalarF(eps)])])]), cs);
+  const dy = dy0(g);
+  const axes = [0, ...range(2, xs.length)];
+  const dx = g.need(0) ? g.b.op('Mul', [dy, g.b.op('Mul', [invStd, g.b.reshape(g.x(1), cs)])]) : undefined;
+  let dScale: string | undefined;
+  if (g.need(1)) {
+    const xhat = g.b.op('Mul', [g.b.op('Sub', [g.x(0), g.b.reshape(g.x(3), cs)]), invStd]);
+    dScale = g.b.reduce('ReduceSum', g.b.op('Mul', [dy, xhat]), axes, false);
+  }
+  const dBias = g.need(2) ? g.b.reduce('ReduceSum', dy, axes, false) : undefined;
+  return [dx, dScale, dBias, undefined, undefined];
+});
+
+function axesOf(g: GradCtx, rank: number): number[] {
+  const op = g.node.opType;
+  const fromInput = op === 'ReduceSum' ? g.opset >= 13 : g.opset >= 18;
+  let axes = fromInput ? (g.has(1) ? g.ints(1) : []) : g.a.ints('axes', []);
+  if (!axes.length) axes = range(0, rank);
+  return axes.map((a) => (a < 0 ? a + rank : a)).sort((p, q) => p - q);
+}
+rule(['ReduceMean', 'ReduceSum'], (g) => {
+  const xs = g.inShape(0);
+  const axes = axesOf(g, xs.length);
+  const keep = g.a.int('keepdims', 1) === 1;
+  let d = dy0(g);
+  if (!keep) d = g.b.reshape(d, xs.map((v, i) => (axes.includes(i) ? 1 : v)));
+  if (g.node.opType === 'ReduceMean') d = g.b.op('Div', [d, g.b.scalarF(axes.reduce((p, a) => p * xs[a]!, 1))]);
+  return [g.b.op('Expand', [d, g.b.constI64(xs)])];
+});
+
+rule('Concat', (g) => {
+  const rank = g.outShape(0).length;
+  let axis = g.a.int('axis', 0);
+  if (axis < 0) axis += rank;
+  const sizes = g.node.inputs.map((_, i) => g.inShape(i)[axis]!);
+  const parts = g.b.split(dy0(g), sizes, axis);
+  return parts.map((p, i) => (g.need(i) ? p : undefined));
+});
+rule('Split', (g) => {
+  const xs = g.inShape(0);
+  let axis = g.a.int('axis', 0);
+  if (axis < 0) axis += xs.length;
+  const parts = g.node.outputs.map((_, k) => g.dy(k) ?? g.b.op('ConstantOfShape', [g.b.constI64(g.outShape(k))]));
+  return [g.b.op('Concat', parts, { axis })];
+});
+rule('Pad', (g) => {
+  const mode = g.a.string('mode', 'constant');
+  if (mode !== 'constant') throw new Error(`Pad mode '${mode}' has no gradient rule`);
+  const xs = g.inShape(0);
+  const r = xs.length;
+  const pads = g.opset < 11 ? g.a.ints('pads', []) : g.ints(1);
+  if (g.opset >= 18 && g.has(3)) throw new Error('Pad with axes has no gradient rule');
+  // the gradient is the inner part: negated pads (cropping where the forward padded)
+  void r;
+  const out: (string | undefined)[] = [g.b.op('Pad', [dy0(g), g.b.constI64(pads.map((p) => -p))])];
+  for (let i = 1; i < g.node.inputs.length; i++) out.push(undefined);
+  return out;
+});
+rule('Slice', (g) => {
+  const xs = g.inShape(0);
+  const r = xs.length;
+  let starts: number[]; let ends: number[]; let axes: number[]; let steps: number[];
+  if (g.opset < 10) {
+    starts = g.a.ints('starts', []); ends = g.a.ints('ends', []); axes = g.a.ints('axes', starts.map((_, i) => i)); steps = starts.map(() => 1);
+  } else {
+    starts = g.ints(1); ends = g.ints(2); axes = g.has(3) ? g.ints(3) : starts.map((_, i) => i); steps = g.has(4) ? g.ints(4) : starts.map(() => 1);
+  }
+  if (steps.some((s) => s !== 1)) throw new Error('Slice with steps ≠ 1 has no gradient rule');
+  const pads = new Array<number>(2 * r).fill(0);
+  axes.forEach((a0, k) => {
+    const a = a0 < 0 ? a0 + r : a0;
+    const dim = xs[a]!;
+    const norm = (v: number): number => Math.min(Math.max(v < 0 ? v + dim : v, 0), dim);
+    const s = norm(starts[k]!);
+    const e = Math.max(norm(ends[k]!), s);
+    pads[a] = s;
+    pads[a + r] = dim - e;
+  });
+  return [g.b.op('Pad', [dy0(g), g.b.constI64(pads)])];
+});
+
+function softmaxAxis(g: GradCtx, rank: number): { axis: number; flat: boolean } {
+  if (g.opset < 13) return { axis: (g.a.int('axis', 1) + rank) % rank, flat: true };
+  return { axis: (g.a.int('axis', -1) + rank) % rank, flat: false };
+}
+rule(['Softmax', 'LogSoftmax'], (g) => {
+  const ys = g.outShape(0);
+  const { axis, flat } = softmaxAxis(g, ys.length);
+  let y = g.y(0);
+  let dy = dy0(g);
+  let ax = axis;
+  if (flat) {
+    const rows = ys.slice(0, axis).reduce((p, d) => p * d, 1);
+    y = g.b.reshape(y, [rows, -1]);
+    dy = g.b.reshape(dy, [rows, -1]);
+    ax = 1;
+  }
+  let dx: string;
+  if (g.node.opType === 'Softmax') {
+    const s = g.b.reduce('ReduceSum', g.b.op('Mul', [dy, y]), [ax], true);
+    dx = g.b.op('Mul', [y, g.b.op('Sub', [dy, s])]);
+  } else {
+    const s = g.b.reduce('ReduceSum', dy, [ax], true);
+    dx = g.b.op('Sub', [dy, g.b.op('Mul', [g.b.op('Exp', [y]), s])]);
+  }
+  return [flat ? g.b.reshape(dx, ys) : dx];
+});
+
+rule('Dropout', (g) => [dy0(g)]);
+rule('Expand', (g) => [reduceTo(g.b, dy0(g), g.outShape(0), g.inShape(0)), undefined]);

@@ -1,0 +1,103 @@
+// Rewrite the forward nodes of a prepared graph into opset-17 form, so that compiled forward and backward
+// graphs can live in one model. Only the operators whose signature changed between opsets 7 and 18 (and
+// that the converter supports) need work: axes/pads/split attributes that became inputs or vice versa,
+// Softmax's 2-D coercion before opset 13.
+import type { NodeProto } from '../../onnx/proto.js';
+import type { PreparedGraph } from '../../graph/graph.js';
+import { Attrs, type Node } from '../../graph/ir.js';
+import { numberAt, type HostTensor } from '../../onnx/tensor.js';
+import type { GraphBuilder } from './builder.js';
+import { NotCompilableError } from './errors.js';
+
+export const COMPILED_OPSET = 17;
+
+const REDUCE_ATTR_OPS = new Set(['ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2', 'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare']);
+
+/** Emit node `n` of a model at `opset` into builder `b` (opset 17) with the same input/output names. */
+export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: Map<string, HostTensor>, shapeOf: (name: string) => number[]): void {
+  const rankOf = (name: string): number => shapeOf(name).length;
+  const a = new Attrs(n);
+  const proto = n.proto;
+  const attrsExcept = (...drop: string[]): NodeProto['attribute'] => (proto.attribute ?? []).filter((x) => !drop.includes(x.name ?? ''));
+  const copyWith = (inputs: string[], drop: string[] = [], extra: NodeProto['attribute'] = []): void => {
+    b.copy({ ...proto, input: inputs, attribute: [...(attrsExcept(...drop) ?? []), ...(extra ?? [])] });
+  };
+  const constInts = (name: string): number[] => {
+    const c = consts.get(name);
+    if (!c) throw new NotCompilableError(`${n.label}: input '${name}' is computed at run time`);
+    return Array.from({ length: c.data.length }, (_, i) => numberAt(c, i));
+  };
+  const ins = n.inputs;
+  switch (n.opType) {
+    case 'Softmax': case 'LogSoftmax': case 'Hardmax': {
+      if (opset >= 13) return b.copy(proto);
+      const r = rankOf(ins[0]!);
+      let axis = a.int('axis', 1);
+      if (axis < 0) axis += r;
+      if (axis === r - 1) return copyWith(ins, ['axis'], [{ name: 'axis', type: 2, i: -1 }]);
+      // coerced to 2-D at `axis`: flatten, softmax over the rows, shape back
+      const flat = b.op('Flatten', [ins[0]!], { axis });
+      const sm = b.op(n.opType, [flat], { axis: 1 });
+      b.add('Reshape', [sm, b.op('Shape', [ins[0]!])], {}, [n.outputs[0]!]);
+      return;
+    }
+    case 'Unsqueeze': case 'Squeeze':
+      if (opset >= 13) return b.copy(proto);
+      if (!a.has('axes')) return copyWith(ins, ['axes']);
+      return copyWith([ins[0]!, b.constI64(a.ints('axes', []))], ['axes']);
+    case 'Split':
+      if (opset >= 18) {
+        if (ins[1]) return copyWith(ins, ['num_outputs']);
+        // num_outputs: equal chunks, the last one smaller (explicit sizes in opset 17)
+        const shape = shapeOf(ins[0]!);
+        let axis = a.int('axis', 0);
+        if (axis < 0) axis += shape.length;
+        const dim = shape[axis]!;
+        const parts = n.outputs.length;
+        const chunk = Math.ceil(dim / parts);
+        const sizes = Array.from({ length: parts }, (_, i) => Math.max(0, Math.min(chunk, dim - i * chunk)));
+        return copyWith([ins[0]!, b.constI64(sizes)], ['num_outputs']);
+      }
+      if (opset >= 13 || !a.has('split')) return b.copy(proto);
+      return copyWith([ins[0]!, b.constI64(a.ints('split', []))], ['split']);
+    case 'ReduceSum':
+      if (opset >= 13 || !a.has('axes')) return b.copy(proto);
+      return copyWith([ins[0]!, b.constI64(a.ints('axes', []))], ['axes']);
+    case 'Clip': {
+      if (opset >= 11) return b.copy(proto);
+      const lo = a.float('min');
+      const hi = a.float('max');
+      return copyWith([ins[0]!, lo !== undefined ? b.scalarF(lo) : '', hi !== undefined ? b.scalarF(hi) : ''], ['min', 'max']);
+    }
+    case 'Pad': {
+      if (opset >= 18 && ins[3]) {
+        const r = rankOf(ins[0]!);
+        const axes = constInts(ins[3]).map((x) => (x < 0 ? x + r : x));
+        const pads = constInts(ins[1]!);
+        const full = new Array<number>(2 * r).fill(0);
+        axes.forEach((ax, i) => { full[ax] = pads[i]!; full[ax + r] = pads[i + axes.length]!; });
+        return copyWith([ins[0]!, b.constI64(full), ins[2] ?? ''], []);
+      }
+      if (opset >= 11) return b.copy(proto);
+      return copyWith([ins[0]!, b.constI64(a.ints('pads', [])), b.scalarF(a.float('value', 0))], ['pads', 'value']);
+    }
+    case 'Slice':
+      if (opset >= 10) return b.copy(proto);
+      return copyWith([ins[0]!, b.constI64(a.ints('starts', [])), b.constI64(a.ints('ends', [])), ...(a.has('axes') ? [b.constI64(a.ints('axes', []))] : [])], ['starts', 'ends', 'axes']);
+    default:
+      if (opset >= 18 && REDUCE_ATTR_OPS.has(n.opType)) {
+        if (!ins[1]) return copyWith([ins[0]!]);
+        return copyWith([ins[0]!], [], [{ name: 'axes', type: 7, ints: constInts(ins[1]) }]);
+      }
+      return b.copy(proto);
+  }
+}
+
+/** Static shapes of a prepared graph's values at a batch size (the free batch dimension filled in). */
+export function shapeLookup(p: PreparedGraph, batch: number): (name: string) => number[] {
+  return (name: string) => {
+    const s = p.shapes.get(name) ?? p.inputs.find((i) => i.name === name)?.shape ?? p.params.get(name)?.shape ?? p.consts.get(name)?.shape ?? p.symConsts.get(name)?.base.shape;
+    if (!s) throw new NotCompilableError(`no shape known for '${name}'`);
+    return s.map((d) => (d === 'N' ? batch : (d as number)));
+  };
+}

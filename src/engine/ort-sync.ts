@@ -1,0 +1,108 @@
+// Synchronous onnxruntime-node sessions, for use inside tfjs ops (which must be synchronous).
+// onnxruntime-node's public `run` is async only because it defers the native call with setImmediate;
+// its native binding's `run` is synchronous. We call the binding directly (pinned onnxruntime-node
+// version; `available()` is false if a future layout hides it, and the engine is then not offered).
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+interface NativeSession {
+  loadModel(buf: ArrayBufferLike, offset: number, length: number, options: object): void;
+  run(feeds: Record<string, unknown>, fetches: Record<string, null>, options: object): Record<string, { data: ArrayBufferView; dims: readonly number[]; type: string }>;
+  dispose?(): void;
+  inputMetadata: { name: string }[];
+  outputMetadata: { name: string }[];
+}
+interface Binding {
+  binding: { InferenceSession: new () => NativeSession };
+  initOrt(): void;
+}
+type TensorCtor = new (type: string, data: ArrayBufferView, dims: readonly number[]) => unknown;
+
+let cached: { b: Binding; Tensor: TensorCtor } | null | undefined;
+
+function load(): { b: Binding; Tensor: TensorCtor } | null {
+  if (cached !== undefined) return cached;
+  try {
+    const b = require('onnxruntime-node/dist/binding') as Binding;
+    const Tensor = (require('onnxruntime-node') as { Tensor: TensorCtor }).Tensor;
+    b.initOrt();
+    if (typeof b.binding?.InferenceSession !== 'function') throw new Error('no InferenceSession in the binding');
+    cached = { b, Tensor };
+  } catch {
+    cached = null;
+  }
+  return cached;
+}
+
+export function syncOrtAvailable(): boolean {
+  return load() !== null;
+}
+
+export interface SyncSessionOptions {
+  threads?: number;
+  /** onnxruntime graph optimizations ('all' unless debugging) */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** write an onnxruntime profile (JSON trace) with this file prefix */
+  profile?: string;
+}
+
+export interface OrtOut {
+  data: Float32Array | BigInt64Array | Int32Array | Uint8Array;
+  shape: number[];
+}
+
+// HYDRA_ORT_PROFILE=<prefix>: every session writes an onnxruntime profile (flushed by flushProfiles())
+const PROFILE = process.env.HYDRA_ORT_PROFILE;
+const profiled: SyncSession[] = [];
+let profileCount = 0;
+export function flushProfiles(): void {
+  for (const s of profiled.splice(0)) s.endProfiling();
+}
+
+export class SyncSession {
+  private readonly s: NativeSession;
+  private readonly Tensor: TensorCtor;
+  readonly inputNames: string[];
+  readonly outputNames: string[];
+
+  constructor(model: Uint8Array, opts: SyncSessionOptions = {}) {
+    const l = load();
+    if (!l) throw new Error('the onnxruntime-node native binding is not available');
+    this.Tensor = l.Tensor;
+    this.s = new l.b.binding.InferenceSession();
+    if (PROFILE && !opts.profile && opts.optimization !== 'disabled') opts = { ...opts, profile: `${PROFILE}-${profileCount++}` };
+    this.s.loadModel(model.buffer, model.byteOffset, model.byteLength, {
+      executionProviders: [{ name: 'cpu' }],
+      intraOpNumThreads: opts.threads ?? 0,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: opts.optimization ?? (process.env.HYDRA_ORT_OPT as SyncSessionOptions['optimization']) ?? 'all',
+      logSeverityLevel: 3,
+      ...(opts.profile ? { enableProfiling: true, profileFilePrefix: opts.profile } : {}),
+    });
+    if (opts.profile) profiled.push(this);
+    this.inputNames = this.s.inputMetadata.map((m) => m.name);
+    this.outputNames = this.s.outputMetadata.map((m) => m.name);
+  }
+
+  /** Run with float32/int64 feeds; returns the requested outputs (all by default) in order. */
+  run(feeds: Record<string, { data: Float32Array | BigInt64Array | Int32Array | Uint8Array; shape: readonly number[] }>, outputs: string[] = this.outputNames): OrtOut[] {
+    const f: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(feeds)) {
+      const type = v.data instanceof Float32Array ? 'float32' : v.data instanceof BigInt64Array ? 'int64' : v.data instanceof Int32Array ? 'int32' : 'bool';
+      f[k] = new this.Tensor(type, v.data, v.shape);
+    }
+    const fetches: Record<string, null> = {};
+    for (const o of outputs) fetches[o] = null;
+    const r = this.s.run(f, fetches, {});
+    return outputs.map((o) => ({ data: r[o]!.data as OrtOut['data'], shape: [...r[o]!.dims] }));
+  }
+
+  endProfiling(): void {
+    (this.s as unknown as { endProfiling(): void }).endProfiling();
+  }
+
+  dispose(): void {
+    this.s.dispose?.();
+  }
+}
