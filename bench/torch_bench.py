@@ -17,15 +17,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from export_models import ResNetSmall, SmallCNN  # noqa: E402
 
 
-def timeit(fn, min_time=2.0, min_iters=3):
-    fn()  # warm up
-    n, t0 = 0, time.perf_counter()
-    while True:
+SECONDS = float(os.environ.get('BENCH_SECONDS', '4'))
+
+
+def timeit(fn, min_time=None, min_iters=5):
+    """Median seconds per call after warm-up (the same method as onnx-hydra's side)."""
+    min_time = SECONDS if min_time is None else min_time
+    for _ in range(3):
         fn()
-        n += 1
-        el = time.perf_counter() - t0
-        if el >= min_time and n >= min_iters:
-            return el / n
+    times, t0 = [], time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - t0 < min_time:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
 
 
 def trades_loss(model, x, y, opt, eps=0.1, alpha=0.01, steps=10, beta=6.0):
@@ -78,11 +84,13 @@ def bench(name, model, shape, batch):
 
 def main():
     batch = int(os.environ.get('BENCH_BATCH', '128'))
-    threads = os.environ.get('BENCH_THREADS')
-    if threads:
-        torch.set_num_threads(int(threads))
+    # all cores, as onnx-hydra uses (Debian's build defaults to one thread)
+    torch.set_num_threads(int(os.environ.get('BENCH_THREADS', os.cpu_count() or 1)))
+    wanted = os.environ.get('BENCH_MODELS', 'small_cnn,resnet_small').split(',')
     out = {'torch_version': torch.__version__, 'threads': torch.get_num_threads(), 'batch': batch, 'models': {}}
     for name, cls, shape in [('small_cnn', SmallCNN, (1, 28, 28)), ('resnet_small', ResNetSmall, (1, 28, 28))]:
+        if name not in wanted:
+            continue
         torch.manual_seed(0)
         out['models'][name] = bench(name, cls(), shape, batch)
     print(json.dumps(out))

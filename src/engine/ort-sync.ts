@@ -45,6 +45,8 @@ export interface SyncSessionOptions {
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** write an onnxruntime profile (JSON trace) with this file prefix */
   profile?: string;
+  /** let idle pool threads spin (faster for sessions run many times in a row; steals cores otherwise) */
+  spin?: boolean;
 }
 
 export interface OrtOut {
@@ -78,6 +80,9 @@ export class SyncSession {
       interOpNumThreads: 1,
       graphOptimizationLevel: opts.optimization ?? (process.env.HYDRA_ORT_OPT as SyncSessionOptions['optimization']) ?? 'all',
       logSeverityLevel: 3,
+      // several sessions are alive at once (forward, backward, attack): idle pool threads must sleep, not
+      // spin, or they steal the cores from the session that is working
+      extra: { session: { intra_op: { allow_spinning: process.env.HYDRA_ORT_SPIN ?? (opts.spin ? '1' : '0') }, inter_op: { allow_spinning: '0' } } },
       ...(opts.profile ? { enableProfiling: true, profileFilePrefix: opts.profile } : {}),
     });
     if (opts.profile) profiled.push(this);

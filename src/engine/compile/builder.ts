@@ -88,6 +88,11 @@ export class GraphBuilder {
   output(name: string, dtype: DType = 'float32', shape: readonly (number | string)[] = []): void {
     this.outputs.push({ name, dtype, shape });
   }
+  /** Replace the outputs by these names (types left to onnxruntime: use toModel({ untypedOutputs: true })). */
+  setOutputs(names: Iterable<string>): void {
+    this.outputs.length = 0;
+    for (const n of new Set(names)) this.outputs.push({ name: n, dtype: 'float32', shape: [] });
+  }
 
   // opset-aware forms of ops whose signature changed across versions
   reduce(op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax', x: string, axes: number[], keepdims: boolean): string {
@@ -109,16 +114,18 @@ export class GraphBuilder {
     return this.op('Slice', [x, this.constI64(starts), this.constI64(ends), this.constI64(axes)]);
   }
 
-  toModel(): Uint8Array {
+  /** The model's bytes. `untypedOutputs`: outputs carry names only (onnxruntime infers their types). */
+  toModel(opts: { untypedOutputs?: boolean } = {}): Uint8Array {
     const vi = (s: IOSpec): ValueInfoProto => ({
       name: s.name,
       type: { tensorType: { elemType: dtypeCode(s.dtype), shape: { dim: s.shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
     });
+    const out = (s: IOSpec): ValueInfoProto => (opts.untypedOutputs ? { name: s.name } : vi(s));
     const m = onnx.ModelProto.create({
       irVersion: 8,
       producerName: 'onnx-hydra',
       opsetImport: [{ domain: '', version: this.opset }],
-      graph: { name: this.prefix, node: this.nodes, initializer: this.initializers, input: this.inputs.map(vi), output: this.outputs.map(vi) },
+      graph: { name: this.prefix, node: this.nodes, initializer: this.initializers, input: this.inputs.map(vi), output: this.outputs.map(out) },
     });
     return onnx.ModelProto.encode(m).finish();
   }

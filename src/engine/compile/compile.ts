@@ -28,6 +28,8 @@ interface Forward {
   xShape: number[];
   /** parameters fed as inputs (empty when baked) */
   paramInputs: string[];
+  /** parameters appended as initializers when a session is made (baked), with their shapes */
+  baked: Map<string, number[]>;
   bnStats: BnStat[];
   dropMasks: DropMask[];
   logits: string;
@@ -38,8 +40,11 @@ interface Forward {
 const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
-/** Forward graph at opset 17. `bake`: parameter values to embed as initializers (else they are inputs). */
-function emitForward(p: PreparedGraph, batch: number, training: boolean, withIndices: boolean, bake?: Map<string, Float32Array>): Forward {
+/**
+ * Forward graph at opset 17. With `bake`, parameters are initializers whose values are appended when a
+ * session is made (see withWeights); otherwise they are inputs.
+ */
+function emitForward(p: PreparedGraph, batch: number, training: boolean, withIndices: boolean, bake: boolean): Forward {
   if (p.inputs.length !== 1) throw new NotCompilableError('more than one graph input');
   const inp = p.inputs[0]!;
   const fb = new GraphBuilder(COMPILED_OPSET, 'fwd');
@@ -50,13 +55,12 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
   for (const n of p.runNodes) for (const i of n.inputs) if (i) used.add(i);
   const consts = new Map<string, HostTensor>();
   const paramInputs: string[] = [];
+  const baked = new Map<string, number[]>();
   for (const name of [...p.params.keys()].filter((n) => used.has(n))) {
     const info = p.params.get(name)!;
-    const v = bake?.get(name);
-    if (v) {
-      const t = hostTensor('float32', info.shape, v);
-      consts.set(name, t);
-      fb.init(name, t);
+    if (bake) {
+      baked.set(name, info.shape);
+      fb.reserve(name);
     } else {
       fb.input(name, 'float32', info.shape);
       paramInputs.push(name);
@@ -118,20 +122,35 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
     }
     emitNormalized(fb, n, p.opset, consts, shapeOf);
   }
-  return { fb, xName: inp.name, xShape, paramInputs, bnStats, dropMasks, logits: p.outputs[0]!, consts };
+  return { fb, xName: inp.name, xShape, paramInputs, baked, bnStats, dropMasks, logits: p.outputs[0]!, consts };
 }
 
-function stripOutputTypes(bytes: Uint8Array): Uint8Array {
-  const m = onnx.ModelProto.decode(bytes);
-  for (const o of m.graph!.output ?? []) o.type = null;
-  return onnx.ModelProto.encode(m).finish();
-}
-
-/** A model from a builder, its outputs listed without types (onnxruntime infers them). */
+/** A model from a builder, its outputs listed by name only (onnxruntime infers their types). */
 function modelBytes(b: GraphBuilder, outputs: string[]): Uint8Array {
-  b.outputs.length = 0;
-  for (const o of new Set(outputs)) b.outputs.push({ name: o, dtype: 'float32', shape: [] });
-  return stripOutputTypes(b.toModel());
+  b.setOutputs(outputs);
+  return b.toModel({ untypedOutputs: true });
+}
+
+/**
+ * A template model plus weight initializers. Protobuf merges repeated occurrences of an embedded message,
+ * so appending a ModelProto holding only `graph.initializer` adds the weights without re-encoding the graph.
+ */
+function withWeights(template: Uint8Array, weights: Map<string, number[]>, values: Map<string, Float32Array>): Uint8Array {
+  if (!weights.size) return template;
+  const initializer = [...weights].map(([name, dims]) => {
+    const v = values.get(name);
+    if (!v) throw new Error(`no value for parameter '${name}'`);
+    return { name, dataType: 1, dims, rawData: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) };
+  });
+  const extra = onnx.ModelProto.encode({ graph: { initializer } }).finish();
+  const out = new Uint8Array(template.length + extra.length);
+  out.set(template);
+  out.set(extra, template.length);
+  return out;
+}
+
+function zerosFor(weights: Map<string, number[]>): Map<string, Float32Array> {
+  return new Map([...weights].map(([n, s]) => [n, new Float32Array(numel(s))]));
 }
 
 function cloneBuilder(src: GraphBuilder, prefix: string): GraphBuilder {
@@ -146,7 +165,7 @@ function cloneBuilder(src: GraphBuilder, prefix: string): GraphBuilder {
 function probeShapes(f: Forward, threads: number | undefined): Map<string, number[]> {
   const names: string[] = [];
   for (const n of f.fb.nodes) for (const o of n.output ?? []) if (o) names.push(o);
-  const s = new SyncSession(modelBytes(cloneBuilder(f.fb, 'probe'), names), { threads, optimization: 'disabled' });
+  const s = new SyncSession(withWeights(modelBytes(cloneBuilder(f.fb, 'probe'), names), f.baked, zerosFor(f.baked)), { threads, optimization: 'disabled' });
   const feeds: Record<string, { data: Float32Array; shape: number[] }> = {};
   for (const i of f.fb.inputs) feeds[i.name] = { data: new Float32Array(numel(i.shape as number[])), shape: i.shape as number[] };
   const r = s.run(feeds, names);
@@ -155,6 +174,7 @@ function probeShapes(f: Forward, threads: number | undefined): Map<string, numbe
   names.forEach((n, k) => shapes.set(n, r[k]!.shape));
   for (const i of f.fb.inputs) shapes.set(i.name, i.shape as number[]);
   for (const [n, c] of f.consts) shapes.set(n, c.shape);
+  for (const [n, sh] of f.baked) shapes.set(n, sh);
   return shapes;
 }
 
@@ -228,13 +248,14 @@ function differentiate(f: Forward, shapes: Map<string, number[]>, wrt: string[],
   });
 }
 
-interface Trainable {
-  /** parameter tensors (dataIds) whose values are baked into the sessions, if baked */
-  bakedIds?: unknown[];
+/** A compiled training configuration: model templates without weights. */
+interface TrainTemplate {
   f: Forward;
-  forward: SyncSession;
+  fBytes: Uint8Array;
   forwardOutputs: string[];
-  backward?: SyncSession;
+  bBytes?: Uint8Array;
+  /** baked weights the backward model needs */
+  bBaked: Map<string, number[]>;
   dyName: string;
   saved: string[];
   fromInputs: string[];
@@ -242,6 +263,25 @@ interface Trainable {
   gradX: boolean;
   gradParams: string[];
 }
+
+interface TrainSessions {
+  ids?: unknown[];
+  forward: SyncSession;
+  backward?: SyncSession;
+}
+
+interface AttackTemplate {
+  bytes: Uint8Array;
+  baked: Map<string, number[]>;
+  xName: string;
+  xShape: number[];
+  /** gradient (grad) or next iterate (step-*) output */
+  grad: string;
+  logits: string;
+  classes: number;
+}
+
+export type AttackKind = 'logits' | 'grad' | 'step-linf' | 'step-l2';
 
 export interface CompiledRunOptions {
   training: boolean;
@@ -252,9 +292,8 @@ export interface CompiledRunOptions {
   /** seed of the Dropout masks (training) */
   seed?: number;
   /**
-   * Embed the current weights in the sessions (rebuilt whenever other weight tensors are passed): onnxruntime
-   * then pre-packs them, which makes convolutions 2-4x faster; worth it when several passes share weights
-   * or the network is conv-heavy. Default: true.
+   * Embed the current weights in the sessions (remade whenever other weight tensors are passed): onnxruntime
+   * then pre-packs them, which makes convolutions 2-4x faster. Default: true.
    */
   bake?: boolean;
 }
@@ -263,50 +302,60 @@ type Feed = { data: Float32Array | BigInt64Array | Int32Array | Uint8Array; shap
 
 export type AttackLoss = { kind: 'ce'; labels: Int32Array } | { kind: 'kl'; target: Float32Array };
 
-/** Fixed weights: logits and loss gradients with respect to the input, one onnxruntime call each. */
+/**
+ * Fixed weights: logits and loss gradients with respect to the input, one onnxruntime call each. One
+ * session serves all three (onnxruntime runs only the nodes the requested outputs need; cross-entropy is
+ * the KL case with a one-hot target).
+ */
 export class FrozenNet {
-  private readonly sessions = new Map<string, { s: SyncSession; xName: string; xShape: number[]; outs: string[] }>();
+  private readonly sessions = new Map<string, { s: SyncSession; t: AttackTemplate }>();
   constructor(private readonly net: CompiledNet, private readonly values: Map<string, Float32Array>) {}
 
-  private session(batch: number, kind: 'logits' | 'ce' | 'kl') {
+  private session(batch: number, kind: AttackKind) {
     const key = `${batch}|${kind}`;
     let s = this.sessions.get(key);
-    if (s) return s;
-    const p = this.net.p;
-    const f = emitForward(p, batch, false, kind !== 'logits', this.values);
-    if (kind === 'logits') {
-      s = { s: new SyncSession(modelBytes(f.fb, [f.logits]), { threads: this.net.threads }), xName: f.xName, xShape: f.xShape, outs: [f.logits] };
-    } else {
-      const shapes = probeShapes(f, this.net.threads);
-      const b = cloneBuilder(f.fb, 'attack');
-      const classes = shapes.get(f.logits)!.at(-1)!;
-      let target: string;
-      if (kind === 'ce') {
-        b.input('labels', 'int64', [batch]);
-        target = b.op('OneHot', ['labels', b.constI64([classes], []), b.constF([0, 1])], { axis: -1 });
-      } else target = b.input('target', 'float32', [batch, classes]);
-      // d/dz of Σ CE(z, y) or Σ KL(target ‖ softmax(z)) is softmax(z) − target
-      const dz = b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), target]);
-      const [gx] = differentiate(f, shapes, [f.xName], { bb: b, fwdValue: (v) => v, dlogits: dz });
-      s = { s: new SyncSession(modelBytes(b, [gx!, f.logits]), { threads: this.net.threads }), xName: f.xName, xShape: f.xShape, outs: [gx!, f.logits] };
+    if (!s) {
+      const t = this.net.attackTemplate(batch, kind);
+      s = { s: new SyncSession(withWeights(t.bytes, t.baked, this.values), { threads: this.net.threads }), t };
+      this.sessions.set(key, s);
     }
-    this.sessions.set(key, s);
     return s;
   }
 
+  /** Logits (a forward-only session: for many calls with the same weights, e.g. evaluation). */
   logits(x: Float32Array, batch: number): Float32Array {
-    const s = this.session(batch, 'logits');
-    return s.s.run({ [s.xName]: { data: x, shape: s.xShape } }, s.outs)[0]!.data as Float32Array;
+    const { s, t } = this.session(batch, 'logits');
+    return s.run({ [t.xName]: { data: x, shape: t.xShape } }, [t.logits])[0]!.data as Float32Array;
   }
 
   /** Gradient of the summed loss with respect to x, and the logits at x. */
   lossGrad(x: Float32Array, batch: number, loss: AttackLoss): { grad: Float32Array; logits: Float32Array } {
-    const s = this.session(batch, loss.kind);
-    const feeds: Record<string, Feed> = { [s.xName]: { data: x, shape: s.xShape } };
-    if (loss.kind === 'ce') feeds.labels = { data: BigInt64Array.from(loss.labels, (v) => BigInt(v)), shape: [batch] };
-    else feeds.target = { data: loss.target, shape: [batch, loss.target.length / batch] };
-    const [g, z] = s.s.run(feeds, s.outs);
+    const { s, t } = this.session(batch, 'grad');
+    let target: Float32Array;
+    if (loss.kind === 'kl') target = loss.target;
+    else {
+      target = new Float32Array(batch * t.classes);
+      for (let i = 0; i < batch; i++) target[i * t.classes + loss.labels[i]!] = 1;
+    }
+    const [g, z] = s.run({ [t.xName]: { data: x, shape: t.xShape }, target: { data: target, shape: [batch, t.classes] } }, [t.grad, t.logits]);
     return { grad: g!.data as Float32Array, logits: z!.data as Float32Array };
+  }
+
+  /**
+   * One PGD iteration in a single onnxruntime call: the loss gradient at xAdv, a signed (L∞) or normalised
+   * (L2) step of size alpha, projection onto the eps-ball around x and into [0,1]. Returns the new iterate
+   * and the logits at xAdv.
+   */
+  pgdStep(xAdv: Float32Array, x: Float32Array, batch: number, target: Float32Array, alpha: number, eps: number, norm: 'linf' | 'l2'): { next: Float32Array; logits: Float32Array } {
+    const { s, t } = this.session(batch, norm === 'linf' ? 'step-linf' : 'step-l2');
+    const [nx, z] = s.run({
+      [t.xName]: { data: xAdv, shape: t.xShape },
+      x_clean: { data: x, shape: t.xShape },
+      target: { data: target, shape: [batch, t.classes] },
+      alpha: { data: Float32Array.of(alpha), shape: [] },
+      eps: { data: Float32Array.of(eps), shape: [] },
+    }, [t.grad, t.logits]);
+    return { next: nx!.data as Float32Array, logits: z!.data as Float32Array };
   }
 
   dispose(): void {
@@ -315,46 +364,78 @@ export class FrozenNet {
   }
 }
 
-/** A prepared graph compiled for onnxruntime (configurations compiled lazily and cached). */
+/** A prepared graph compiled for onnxruntime (configurations compiled lazily, templates cached). */
 export class CompiledNet {
-  private readonly cache = new Map<string, Trainable>();
-  private readonly shapeCache = new Map<string, Map<string, number[]>>();
+  private readonly templates = new Map<string, TrainTemplate>();
+  private readonly sessions = new Map<string, TrainSessions>();
+  private readonly attackTemplates = new Map<string, AttackTemplate>();
   private frozenNet?: { ids: unknown[]; net: FrozenNet };
   private step = 0;
+  /** per configuration: measured ms per pass with baked weights (incl. session making) and with weight inputs */
+  private readonly bakeStats = new Map<string, { baked: number[]; inputs: number[]; choice?: boolean }>();
 
   constructor(readonly p: PreparedGraph, readonly threads?: number) {}
 
-  private trainable(batch: number, o: CompiledRunOptions, params?: Map<string, tf.Tensor>): Trainable {
-    const bake = o.bake !== false && params !== undefined;
+  /** Forward-only or fused input-gradient model for a batch size (weights appended per FrozenNet). */
+  attackTemplate(batch: number, kind: AttackKind): AttackTemplate {
+    const key = `${batch}|${kind}`;
+    const hit = this.attackTemplates.get(key);
+    if (hit) return hit;
+    let t: AttackTemplate;
+    if (kind === 'logits') {
+      const f = emitForward(this.p, batch, false, false, true);
+      const classes = shapeLookup(this.p, batch)(f.logits).at(-1)!;
+      t = { bytes: modelBytes(f.fb, [f.logits]), baked: f.baked, xName: f.xName, xShape: f.xShape, grad: '', logits: f.logits, classes };
+    } else {
+      const f = emitForward(this.p, batch, false, true, true);
+      const shapes = probeShapes(f, this.threads);
+      const b = cloneBuilder(f.fb, 'attack');
+      const classes = shapes.get(f.logits)!.at(-1)!;
+      const target = b.input('target', 'float32', [batch, classes]);
+      // d/dz of Σ KL(target ‖ softmax(z)) (or Σ CE(z, y), target one-hot) is softmax(z) − target
+      const dz = b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), target]);
+      const [gx] = differentiate(f, shapes, [f.xName], { bb: b, fwdValue: (v) => v, dlogits: dz });
+      let out = gx!;
+      if (kind !== 'grad') {
+        const xc = b.input('x_clean', 'float32', f.xShape);
+        const alpha = b.input('alpha', 'float32', []);
+        const eps = b.input('eps', 'float32', []);
+        const zero = b.scalarF(0);
+        const one = b.scalarF(1);
+        if (kind === 'step-linf') {
+          const v = b.op('Add', [f.xName, b.op('Mul', [b.op('Sign', [gx!]), alpha])]);
+          const lo = b.op('Max', [b.op('Sub', [xc, eps]), zero]);
+          const hi = b.op('Min', [b.op('Add', [xc, eps]), one]);
+          out = b.op('Min', [b.op('Max', [v, lo]), hi]);
+        } else {
+          const axes = range(1, f.xShape.length);
+          const tiny = b.scalarF(1e-12);
+          const gn = b.op('Add', [b.op('ReduceL2', [gx!], { axes, keepdims: 1 }), tiny]);
+          const v = b.op('Add', [f.xName, b.op('Mul', [b.op('Div', [gx!, gn]), alpha])]);
+          const delta = b.op('Sub', [v, xc]);
+          const dn = b.op('Add', [b.op('ReduceL2', [delta], { axes, keepdims: 1 }), tiny]);
+          const scale = b.op('Min', [b.op('Div', [eps, dn]), one]);
+          out = b.op('Clip', [b.op('Add', [xc, b.op('Mul', [delta, scale])]), zero, one]);
+        }
+      }
+      t = { bytes: modelBytes(b, [out, f.logits]), baked: f.baked, xName: f.xName, xShape: f.xShape, grad: out, logits: f.logits, classes };
+    }
+    this.attackTemplates.set(key, t);
+    return t;
+  }
+
+  private template(batch: number, o: CompiledRunOptions, bake: boolean): TrainTemplate {
     const key = `${batch}|${o.training}|${o.gradX}|${o.gradParams}|${bake}`;
-    const hit = this.cache.get(key);
-    const ids = bake ? [...this.p.params.keys()].map((n) => (params!.get(n) as unknown as { dataId: unknown } | undefined)?.dataId) : undefined;
-    if (hit && (!bake || hit.bakedIds!.every((id, i) => id === ids![i]))) return hit;
-    if (hit) {
-      hit.forward.dispose();
-      hit.backward?.dispose();
-    }
-    // baked: every parameter is an initializer (gradients with respect to initializers work the same)
+    const hit = this.templates.get(key);
+    if (hit) return hit;
     const needGrad = o.gradX || o.gradParams;
-    let bakeValues: Map<string, Float32Array> | undefined;
-    if (bake) {
-      bakeValues = new Map();
-      for (const n of this.p.params.keys()) {
-        const t = params!.get(n);
-        if (t) bakeValues.set(n, t.dataSync() as Float32Array);
-      }
-    }
-    const f = emitForward(this.p, batch, o.training, needGrad, bakeValues);
+    const f = emitForward(this.p, batch, o.training, needGrad, bake);
     const outputs = [f.logits, ...f.bnStats.flatMap((s) => [s.mean, s.var])];
-    const usedParams = [...this.p.params.keys()].filter((n) => f.paramInputs.includes(n) || (bakeValues?.has(n) && f.consts.has(n)));
-    const gradParams = o.gradParams ? usedParams.filter((n) => this.p.params.get(n)!.trainable) : [];
-    const t: Trainable = { bakedIds: ids, f, forward: undefined as unknown as SyncSession, forwardOutputs: [], dyName: 'grad/logits', saved: [], fromInputs: [], gradOutputs: [], gradX: o.gradX, gradParams };
+    const used = [...f.paramInputs, ...f.baked.keys()];
+    const gradParams = o.gradParams ? used.filter((n) => this.p.params.get(n)!.trainable) : [];
+    const t: TrainTemplate = { f, fBytes: new Uint8Array(), forwardOutputs: [], bBaked: new Map(), dyName: 'grad/logits', saved: [], fromInputs: [], gradOutputs: [], gradX: o.gradX, gradParams };
     if (needGrad) {
-      let shapes = this.shapeCache.get(key);
-      if (!shapes) {
-        shapes = probeShapes(f, this.threads);
-        this.shapeCache.set(key, shapes);
-      }
+      const shapes = probeShapes(f, this.threads);
       const bb = new GraphBuilder(COMPILED_OPSET, 'bwd');
       bb.input(t.dyName, 'float32', shapes.get(f.logits)!);
       const inputLike = new Set([f.xName, ...f.paramInputs, ...f.dropMasks.map((d) => d.name)]);
@@ -364,7 +445,10 @@ export class CompiledNet {
         seen.add(v);
         const c = f.consts.get(v);
         if (c) bb.init(v, c);
-        else if (inputLike.has(v)) {
+        else if (f.baked.has(v)) {
+          bb.reserve(v);
+          t.bBaked.set(v, f.baked.get(v)!);
+        } else if (inputLike.has(v)) {
           bb.input(v, 'float32', shapes.get(v)!);
           t.fromInputs.push(v);
         } else {
@@ -375,17 +459,39 @@ export class CompiledNet {
       };
       t.gradOutputs = differentiate(f, shapes, [...(o.gradX ? [f.xName] : []), ...gradParams], { bb, fwdValue, dlogits: t.dyName });
       outputs.push(...t.saved);
-      t.backward = new SyncSession(modelBytes(bb, t.gradOutputs), { threads: this.threads });
+      t.bBytes = modelBytes(bb, t.gradOutputs);
     }
     t.forwardOutputs = [...new Set(outputs)];
-    t.forward = new SyncSession(modelBytes(f.fb, t.forwardOutputs), { threads: this.threads });
-    this.cache.set(key, t);
+    t.fBytes = modelBytes(f.fb, t.forwardOutputs);
+    this.templates.set(key, t);
     return t;
   }
 
+  private trainable(batch: number, o: CompiledRunOptions, params: Map<string, tf.Tensor>): { t: TrainTemplate; s: TrainSessions } {
+    const bake = o.bake !== false;
+    const t = this.template(batch, o, bake);
+    const key = `${batch}|${o.training}|${o.gradX}|${o.gradParams}|${bake}`;
+    const ids = bake ? [...t.f.baked.keys()].map((n) => (params.get(n) as unknown as { dataId: unknown } | undefined)?.dataId) : undefined;
+    const hit = this.sessions.get(key);
+    if (hit && (!bake || hit.ids!.every((id, i) => id === ids![i]))) return { t, s: hit };
+    if (hit) {
+      hit.forward.dispose();
+      hit.backward?.dispose();
+    }
+    const values = new Map<string, Float32Array>();
+    if (bake) for (const n of t.f.baked.keys()) values.set(n, params.get(n)!.dataSync() as Float32Array);
+    const s: TrainSessions = {
+      ids,
+      forward: new SyncSession(withWeights(t.fBytes, t.f.baked, values), { threads: this.threads }),
+      backward: t.bBytes ? new SyncSession(withWeights(t.bBytes, t.bBaked, values), { threads: this.threads }) : undefined,
+    };
+    this.sessions.set(key, s);
+    return { t, s };
+  }
+
   /** Compile a configuration now (throws NotCompilableError when some op cannot be differentiated). */
-  prepare(batch: number, o: CompiledRunOptions, params: Map<string, tf.Tensor>): void {
-    this.trainable(batch, o, params);
+  prepare(batch: number, o: CompiledRunOptions): void {
+    this.template(batch, o, o.bake !== false);
   }
 
   /**
@@ -393,8 +499,42 @@ export class CompiledNet {
    * carries gradients to x and to the trainable parameters, as requested in `o`. Returns the
    * running-statistics updates of training mode.
    */
+  /**
+   * Bake or not: baked weights let onnxruntime pre-pack convolutions but cost new sessions per weight
+   * update. Unless told, the first passes of each configuration try both (3 each, timed including session
+   * making) and the faster one is kept.
+   */
+  private chooseBake(key: string, o: CompiledRunOptions): { bake: boolean; record?: (ms: number) => void } {
+    if (o.bake !== undefined) return { bake: o.bake };
+    let st = this.bakeStats.get(key);
+    if (!st) this.bakeStats.set(key, (st = { baked: [], inputs: [] }));
+    if (st.choice !== undefined) return { bake: st.choice };
+    const bake = st.baked.length <= st.inputs.length;
+    return {
+      bake,
+      record: (ms) => {
+        (bake ? st!.baked : st!.inputs).push(ms);
+        if (st!.baked.length >= 3 && st!.inputs.length >= 3) {
+          // the first baked pass also compiled the template: compare the later passes
+          const mean = (a: number[]) => a.slice(1).reduce((p, v) => p + v, 0) / (a.length - 1);
+          st!.choice = mean(st!.baked) <= mean(st!.inputs);
+        }
+      },
+    };
+  }
+
+  /** Which weight handling each configuration settled on (for reports). */
+  bakeChoices(): Record<string, boolean | undefined> {
+    return Object.fromEntries([...this.bakeStats].map(([k, v]) => [k, v.choice]));
+  }
+
   run(x: tf.Tensor, params: Map<string, tf.Tensor>, o: CompiledRunOptions): { logits: tf.Tensor; updates: Map<string, tf.Tensor> } {
-    const t = this.trainable(x.shape[0]!, o, params);
+    const cfgKey = `${x.shape[0]}|${o.training}|${o.gradX}|${o.gradParams}`;
+    const { bake, record } = this.chooseBake(cfgKey, o);
+    const started = performance.now();
+    let spent = 0;
+    const { t, s } = this.trainable(x.shape[0]!, { ...o, bake }, params);
+    spent += performance.now() - started;
     const f = t.f;
     const pTensors = f.paramInputs.map((n) => {
       const v = params.get(n);
@@ -412,13 +552,16 @@ export class CompiledNet {
     const diffInputs: tf.Tensor[] = [...(t.gradX ? [x] : []), ...t.gradParams.map((n) => params.get(n)!)];
     let stats: OrtOut[] = [];
     const compute = (): { value: tf.Tensor; byName: Map<string, OrtOut>; feeds: Record<string, Feed> } => {
+      const c0 = performance.now();
       const feeds: Record<string, Feed> = { [f.xName]: { data: x.dataSync() as Float32Array, shape: x.shape } };
       f.paramInputs.forEach((n, i) => (feeds[n] = { data: pTensors[i]!.dataSync() as Float32Array, shape: pTensors[i]!.shape }));
       f.dropMasks.forEach((d, i) => (feeds[d.name] = { data: masks[i]!, shape: d.shape }));
-      const outs = t.forward.run(feeds, t.forwardOutputs);
+      const outs = s.forward.run(feeds, t.forwardOutputs);
       const byName = new Map(t.forwardOutputs.map((n, i) => [n, outs[i]!]));
       const lo = byName.get(f.logits)!;
-      stats = f.bnStats.flatMap((s) => [byName.get(s.mean)!, byName.get(s.var)!]);
+      stats = f.bnStats.flatMap((b) => [byName.get(b.mean)!, byName.get(b.var)!]);
+      spent += performance.now() - c0;
+      if (!diffInputs.length) record?.(spent);
       return { value: tf.tensor(lo.data as Float32Array, lo.shape), byName, feeds };
     };
     let logits: tf.Tensor;
@@ -429,9 +572,11 @@ export class CompiledNet {
         const { value, byName, feeds } = compute();
         const gradFunc = (dy: tf.Tensor): tf.Tensor[] => {
           const bf: Record<string, Feed> = { [t.dyName]: { data: dy.dataSync() as Float32Array, shape: dy.shape } };
-          for (const s of t.saved) { const v = byName.get(s)!; bf[s] = { data: v.data, shape: v.shape }; }
-          for (const s of t.fromInputs) bf[s] = feeds[s]!;
-          const gs = t.backward!.run(bf, t.gradOutputs);
+          for (const v of t.saved) { const o2 = byName.get(v)!; bf[v] = { data: o2.data, shape: o2.shape }; }
+          for (const v of t.fromInputs) bf[v] = feeds[v]!;
+          const b0 = performance.now();
+          const gs = s.backward!.run(bf, t.gradOutputs);
+          record?.(spent + performance.now() - b0);
           return diffInputs.map((d, i) => tf.tensor(gs[i]!.data as Float32Array, d.shape));
         };
         return { value, gradFunc };
@@ -439,18 +584,18 @@ export class CompiledNet {
       logits = op(...diffInputs) as tf.Tensor;
     }
     const updates = new Map<string, tf.Tensor>();
-    f.bnStats.forEach((s, i) => {
-      const rm = params.get(s.runMean)!;
-      const rv = params.get(s.runVar)!;
-      updates.set(s.runMean, tf.add(tf.mul(rm, s.momentum), tf.mul(tf.tensor(stats[2 * i]!.data as Float32Array, rm.shape), 1 - s.momentum)));
-      updates.set(s.runVar, tf.add(tf.mul(rv, s.momentum), tf.mul(tf.tensor(stats[2 * i + 1]!.data as Float32Array, rv.shape), 1 - s.momentum)));
+    f.bnStats.forEach((b, i) => {
+      const rm = params.get(b.runMean)!;
+      const rv = params.get(b.runVar)!;
+      updates.set(b.runMean, tf.add(tf.mul(rm, b.momentum), tf.mul(tf.tensor(stats[2 * i]!.data as Float32Array, rm.shape), 1 - b.momentum)));
+      updates.set(b.runVar, tf.add(tf.mul(rv, b.momentum), tf.mul(tf.tensor(stats[2 * i + 1]!.data as Float32Array, rv.shape), 1 - b.momentum)));
     });
     return { logits, updates };
   }
 
   /**
    * The network with the given weights frozen (baked into fused attack models). Cached while the same
-   * tensors are passed, so the inner loop of adversarial training compiles once per weight update.
+   * tensors are passed, so the inner loop of adversarial training makes its sessions once per weight update.
    */
   frozen(params: Map<string, tf.Tensor>): FrozenNet {
     const names = [...this.p.params.keys()];
@@ -468,11 +613,11 @@ export class CompiledNet {
   }
 
   dispose(): void {
-    for (const c of this.cache.values()) {
+    for (const c of this.sessions.values()) {
       c.forward.dispose();
       c.backward?.dispose();
     }
-    this.cache.clear();
+    this.sessions.clear();
     this.frozenNet?.net.dispose();
     this.frozenNet = undefined;
   }

@@ -1,0 +1,123 @@
+// The network as objectives, attacks and trainers see it: differentiable logits (tf), and fast helpers
+// for fixed weights that work on plain Float32Arrays. Runs on the compiled onnxruntime engine when it can,
+// else op by op on the tfjs backend.
+import { tf } from './tf.js';
+import type { TfGraph } from '../graph/graph.js';
+import { CompiledNet, NotCompilableError, type AttackLoss } from './compile/compile.js';
+import type { EngineInfo } from './select.js';
+
+export type { AttackLoss } from './compile/compile.js';
+
+export interface LogitsOptions {
+  training: boolean;
+  gradX?: boolean;
+  gradParams?: boolean;
+  /** parameter values to use instead of the variables (e.g. masked weights), by initializer name */
+  overrides?: Map<string, tf.Tensor>;
+  seed?: number;
+}
+
+/** Fixed weights: inference and input gradients of a summed loss, on Float32Arrays. */
+export interface Frozen {
+  logits(x: Float32Array, n: number): Float32Array;
+  lossGrad(x: Float32Array, n: number, loss: AttackLoss): { grad: Float32Array; logits: Float32Array };
+  /** one fused PGD iteration toward `target` (one-hot labels or probabilities), when the engine has it */
+  pgdStep?(xAdv: Float32Array, x: Float32Array, n: number, target: Float32Array, alpha: number, eps: number, norm: 'linf' | 'l2'): { next: Float32Array; logits: Float32Array };
+}
+
+export class Net {
+  private compiled?: CompiledNet;
+  /** set when the compiled engine could not take this model, with the reason */
+  fallbackReason?: string;
+  readonly inputShape: number[];
+  readonly classes: number;
+  /** BatchNormalization layers: training-mode passes depend on their batch's statistics */
+  readonly hasBatchNorm: boolean;
+
+  constructor(readonly graph: TfGraph, readonly engine: EngineInfo) {
+    if (engine.kind === 'ort') this.compiled = new CompiledNet(graph.prepared);
+    this.inputShape = graph.inputs[0]!.shape.slice(1) as number[];
+    const out = graph.prepared.shapes.get(graph.outputs[0]!);
+    this.classes = (out?.at(-1) as number) ?? 10;
+    this.hasBatchNorm = graph.prepared.runNodes.some((n) => n.opType === 'BatchNormalization');
+  }
+
+  /** Engine actually used (ort may have fallen back to per-op tfjs for this model). */
+  describe(): string {
+    return this.fallbackReason ? `${this.engine.description} → per-op tfjs (${this.fallbackReason})` : this.engine.description;
+  }
+
+  params(overrides?: Map<string, tf.Tensor>): Map<string, tf.Tensor> {
+    const m = new Map<string, tf.Tensor>(this.graph.variables);
+    if (overrides) for (const [k, v] of overrides) m.set(k, v);
+    return m;
+  }
+
+  private fallback(e: unknown): void {
+    if (!(e instanceof NotCompilableError)) throw e;
+    this.fallbackReason = e.message;
+    this.compiled?.dispose();
+    this.compiled = undefined;
+    process.stderr.write(`onnx-hydra: the compiled engine cannot differentiate this model (${e.message}); using per-op tfjs\n`);
+  }
+
+  logits(x: tf.Tensor, o: LogitsOptions): { logits: tf.Tensor; updates: Map<string, tf.Tensor> } {
+    if (this.compiled) {
+      try {
+        return this.compiled.run(x, this.params(o.overrides), {
+          training: o.training, gradX: o.gradX ?? true, gradParams: o.gradParams ?? true, seed: o.seed,
+        });
+      } catch (e) {
+        this.fallback(e);
+      }
+    }
+    const r = this.graph.forward(x, { training: o.training }, o.overrides);
+    return { logits: r.outputs[0]!, updates: r.updates };
+  }
+
+  /** Eval-mode network with the current (or given) weights frozen. */
+  frozen(overrides?: Map<string, tf.Tensor>): Frozen {
+    if (this.compiled) {
+      const f = this.compiled.frozen(this.params(overrides));
+      return {
+        logits: (x, n) => this.guard(() => f.logits(x, n), () => this.tfFrozen(overrides).logits(x, n)),
+        lossGrad: (x, n, l) => this.guard(() => f.lossGrad(x, n, l), () => this.tfFrozen(overrides).lossGrad(x, n, l)),
+        pgdStep: (xa, x, n, t, a, e, norm) => f.pgdStep(xa, x, n, t, a, e, norm),
+      };
+    }
+    return this.tfFrozen(overrides);
+  }
+
+  private guard<T>(fast: () => T, slow: () => T): T {
+    if (this.compiled) {
+      try {
+        return fast();
+      } catch (e) {
+        this.fallback(e);
+      }
+    }
+    return slow();
+  }
+
+  private tfFrozen(overrides?: Map<string, tf.Tensor>): Frozen {
+    const shapeOf = (n: number): number[] => [n, ...this.inputShape];
+    return {
+      logits: (x, n) => tf.tidy(() => this.graph.forward(tf.tensor(x, shapeOf(n)), {}, overrides).outputs[0]!.dataSync() as Float32Array),
+      lossGrad: (x, n, loss) => tf.tidy(() => {
+        const xt = tf.tensor(x, shapeOf(n));
+        let logitsOut: Float32Array = new Float32Array();
+        const target = loss.kind === 'ce' ? tf.oneHot(tf.tensor1d(loss.labels, 'int32'), this.classes) : tf.tensor(loss.target, [n, this.classes]);
+        const g = tf.grad((xx: tf.Tensor) => {
+          const z = this.graph.forward(xx, {}, overrides).outputs[0]!;
+          logitsOut = z.dataSync() as Float32Array;
+          return tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(z))));
+        })(xt);
+        return { grad: g.dataSync() as Float32Array, logits: logitsOut };
+      }),
+    };
+  }
+
+  dispose(): void {
+    this.compiled?.dispose();
+  }
+}

@@ -1,0 +1,188 @@
+// Training objectives behind one interface. `prepare` runs outside the gradient tape (attacks, noise) and
+// returns the loss to differentiate.
+import { tf } from '../engine/tf.js';
+import type { Net } from '../engine/net.js';
+import { UserError } from '../util/errors.js';
+import type { Rng } from '../util/rng.js';
+import { pgdAttack, tradesAttack, type PgdConfig } from './attacks.js';
+
+export const OBJECTIVES = ['natural', 'pgd', 'trades', 'smooth', 'ibp', 'crown-ibp', 'mixtrain'] as const;
+export type ObjectiveKind = (typeof OBJECTIVES)[number];
+
+export interface ObjectiveConfig {
+  kind: ObjectiveKind;
+  eps: number;
+  alpha: number;
+  steps: number;
+  norm: 'linf' | 'l2';
+  randomStart: boolean;
+  /** TRADES trade-off */
+  beta: number;
+  /** Gaussian noise σ (smooth) */
+  sigma: number;
+  /** IBP/CROWN-IBP: fraction of training over which ε ramps up from 0, after `epsWarmup` */
+  epsRamp: number;
+  epsWarmup: number;
+  /** CROWN-IBP κ: weight of the natural loss, from kappaStart to kappaEnd over the ε ramp */
+  kappaStart: number;
+  kappaEnd: number;
+  /** MixTrain: fraction of the batch whose bound loss is computed, and the bound loss weight */
+  mixSample: number;
+  mixWeight: number;
+}
+
+export const DEFAULT_OBJECTIVE: ObjectiveConfig = {
+  kind: 'natural', eps: 0.1, alpha: 0.01, steps: 10, norm: 'linf', randomStart: true, beta: 6, sigma: 0.25,
+  epsRamp: 0.5, epsWarmup: 0.1, kappaStart: 1, kappaEnd: 0, mixSample: 0.5, mixWeight: 0.5,
+};
+
+export interface Batch {
+  x: tf.Tensor;
+  y: tf.Tensor;
+  xd: Float32Array;
+  yd: Int32Array;
+  n: number;
+}
+
+export interface StepContext {
+  net: Net;
+  rng: Rng;
+  /** position in training, 0 → 1 */
+  progress: number;
+  /** parameter values used in the forward pass (masked weights when pruning); computed inside the tape */
+  overrides?: () => Map<string, tf.Tensor> | undefined;
+  /** the same values, for the attack (outside the tape) */
+  frozenOverrides?: Map<string, tf.Tensor>;
+  seed: number;
+}
+
+export interface LossResult {
+  loss: tf.Scalar;
+  /** logits on which training accuracy is reported */
+  logits: tf.Tensor;
+  updates: Map<string, tf.Tensor>;
+}
+
+export interface Objective {
+  readonly config: ObjectiveConfig;
+  describe(): string;
+  prepare(ctx: StepContext, b: Batch): () => LossResult;
+}
+
+export function crossEntropy(logits: tf.Tensor, labels: tf.Tensor, classes: number): tf.Scalar {
+  return tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(labels as tf.Tensor1D, classes), tf.logSoftmax(logits)), -1))) as tf.Scalar;
+}
+
+/** KL(p ‖ q) summed over classes, averaged over the batch (TRADES' (1/B)·KLDivLoss(sum)). */
+export function klBatchMean(logitsP: tf.Tensor, logitsQ: tf.Tensor): tf.Scalar {
+  const lp = tf.logSoftmax(logitsP);
+  const lq = tf.logSoftmax(logitsQ);
+  return tf.mean(tf.sum(tf.mul(tf.exp(lp), tf.sub(lp, lq)), -1)) as tf.Scalar;
+}
+
+function pgdOf(c: ObjectiveConfig): PgdConfig {
+  return { eps: c.eps, alpha: c.alpha, steps: c.steps, norm: c.norm, randomStart: c.randomStart };
+}
+
+function logitsOf(ctx: StepContext, x: tf.Tensor, training: boolean, seed?: number) {
+  return ctx.net.logits(x, { training, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed });
+}
+
+class Natural implements Objective {
+  constructor(readonly config: ObjectiveConfig) {}
+  describe(): string {
+    return 'natural cross-entropy';
+  }
+  prepare(ctx: StepContext, b: Batch): () => LossResult {
+    return () => {
+      const r = logitsOf(ctx, b.x, true, ctx.seed);
+      return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
+    };
+  }
+}
+
+class Pgd implements Objective {
+  constructor(readonly config: ObjectiveConfig) {}
+  describe(): string {
+    const c = this.config;
+    return `PGD adversarial training (Madry): ${c.norm} ε ${c.eps}, step ${c.alpha}, ${c.steps} steps${c.randomStart ? ', random start' : ''}`;
+  }
+  prepare(ctx: StepContext, b: Batch): () => LossResult {
+    const adv = pgdAttack(ctx.net.frozen(ctx.frozenOverrides), b.xd, b.yd, b.n, ctx.net.classes, pgdOf(this.config), ctx.rng);
+    return () => {
+      const xAdv = tf.tensor(adv, b.x.shape);
+      const r = logitsOf(ctx, xAdv, true, ctx.seed);
+      return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
+    };
+  }
+}
+
+class Trades implements Objective {
+  constructor(readonly config: ObjectiveConfig) {}
+  describe(): string {
+    const c = this.config;
+    return `TRADES: β ${c.beta}, ${c.norm} ε ${c.eps}, step ${c.alpha}, ${c.steps} steps`;
+  }
+  prepare(ctx: StepContext, b: Batch): () => LossResult {
+    const adv = tradesAttack(ctx.net.frozen(ctx.frozenOverrides), b.xd, b.n, ctx.net.classes, pgdOf(this.config), ctx.rng);
+    return () => {
+      const xAdv = tf.tensor(adv, b.x.shape);
+      let zNat: tf.Tensor;
+      let zAdv: tf.Tensor;
+      let updates: Map<string, tf.Tensor>;
+      if (!ctx.net.hasBatchNorm) {
+        // no batch statistics: both passes as one batch (same result, half the calls)
+        const r = logitsOf(ctx, tf.concat([b.x, xAdv], 0), true, ctx.seed);
+        [zNat, zAdv] = tf.split(r.logits, 2, 0) as [tf.Tensor, tf.Tensor];
+        updates = r.updates;
+      } else {
+        const nat = logitsOf(ctx, b.x, true, ctx.seed);
+        const advR = logitsOf(ctx, xAdv, true, ctx.seed + 1);
+        zNat = nat.logits;
+        zAdv = advR.logits;
+        // running statistics as PyTorch leaves them: those of the last forward pass (the adversarial batch)
+        updates = advR.updates.size ? advR.updates : nat.updates;
+      }
+      const loss = tf.add(crossEntropy(zNat, b.y, ctx.net.classes), tf.mul(klBatchMean(zNat, zAdv), this.config.beta)) as tf.Scalar;
+      return { loss, logits: zNat, updates };
+    };
+  }
+}
+
+class Smooth implements Objective {
+  constructor(readonly config: ObjectiveConfig) {}
+  describe(): string {
+    return `Gaussian noise augmentation for randomized smoothing: σ ${this.config.sigma}`;
+  }
+  prepare(ctx: StepContext, b: Batch): () => LossResult {
+    const noisy = new Float32Array(b.xd.length);
+    const s = this.config.sigma;
+    for (let i = 0; i < noisy.length; i++) noisy[i] = b.xd[i]! + s * ctx.rng.normal();
+    return () => {
+      const r = logitsOf(ctx, tf.tensor(noisy, b.x.shape), true, ctx.seed);
+      return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
+    };
+  }
+}
+
+const MAKERS: Partial<Record<ObjectiveKind, (c: ObjectiveConfig) => Objective>> = {
+  natural: (c) => new Natural(c),
+  pgd: (c) => new Pgd(c),
+  trades: (c) => new Trades(c),
+  smooth: (c) => new Smooth(c),
+};
+
+export function registerObjective(kind: ObjectiveKind, make: (c: ObjectiveConfig) => Objective): void {
+  MAKERS[kind] = make;
+}
+
+export function makeObjective(c: ObjectiveConfig): Objective {
+  if (!(OBJECTIVES as readonly string[]).includes(c.kind)) throw new UserError(`unknown --objective '${c.kind}' (use ${OBJECTIVES.join('|')})`);
+  if (c.eps < 0) throw new UserError(`--eps must be ≥ 0, got ${c.eps}`);
+  if (c.alpha <= 0 && ['pgd', 'trades', 'mixtrain'].includes(c.kind)) throw new UserError(`--alpha must be > 0, got ${c.alpha}`);
+  if (!Number.isInteger(c.steps) || c.steps < 0) throw new UserError(`--steps must be a non-negative integer, got ${c.steps}`);
+  if (c.kind === 'smooth' && !(c.sigma > 0)) throw new UserError(`--sigma must be > 0, got ${c.sigma}`);
+  const make = MAKERS[c.kind];
+  if (!make) throw new UserError(`objective '${c.kind}' is not available`);
+  return make(c);
+}
