@@ -4,6 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import { UserError } from '../util/errors.js';
 import { inspectCommand } from './inspect.js';
 import { checkCommand } from './check.js';
+import { trainCommand } from './train.js';
 
 export async function main(argv: string[]): Promise<void> {
   const cli: Argv = yargs(hideBin(argv))
@@ -12,6 +13,7 @@ export async function main(argv: string[]): Promise<void> {
     .usage('$0 <command> [options]\n\nMake ONNX classifiers small and adversarially robust, and prove it.')
     .command(inspectCommand)
     .command(checkCommand)
+    .command(trainCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strictCommands()
     .strictOptions()

@@ -2,8 +2,10 @@
 // for fixed weights that work on plain Float32Arrays. Runs on the compiled onnxruntime engine when it can,
 // else op by op on the tfjs backend.
 import { tf } from './tf.js';
-import type { TfGraph } from '../graph/graph.js';
-import { CompiledNet, NotCompilableError, type AttackLoss } from './compile/compile.js';
+import { TfGraph } from '../graph/graph.js';
+import { CompiledNet, NotCompilableError, boundsModel, type AttackLoss } from './compile/compile.js';
+import { BOUNDS_EPS } from './compile/bounds.js';
+import { loadModel } from '../onnx/model.js';
 import type { EngineInfo } from './select.js';
 
 export type { AttackLoss } from './compile/compile.js';
@@ -75,6 +77,34 @@ export class Net {
     return { logits: r.outputs[0]!, updates: r.updates };
   }
 
+  private readonly boundGraphs = new Map<number, TfGraph>();
+
+  /**
+   * Interval (IBP) bounds of the logits over the L∞ ball of radius eps around x, intersected with [0,1],
+   * for the inference-mode network; differentiable with respect to the parameters.
+   */
+  bounds(x: tf.Tensor, eps: number, o: { overrides?: Map<string, tf.Tensor>; gradParams?: boolean } = {}): { lower: tf.Tensor; upper: tf.Tensor } {
+    const n = x.shape[0]!;
+    let out: tf.Tensor | undefined;
+    if (this.compiled) {
+      try {
+        out = this.compiled.run(x, this.params(o.overrides), { training: false, gradX: false, gradParams: o.gradParams ?? true, boundsEps: eps }).logits;
+      } catch (e) {
+        this.fallback(e);
+      }
+    }
+    if (!out) {
+      let g = this.boundGraphs.get(n);
+      if (!g) this.boundGraphs.set(n, (g = TfGraph.fromModel(loadModel(boundsModel(this.graph.prepared, n)))));
+      const feeds: Record<string, tf.Tensor> = { [this.graph.inputs[0]!.name]: x, [BOUNDS_EPS]: tf.scalar(eps) };
+      const params = this.params(o.overrides);
+      for (const i of g.inputs) if (!(i.name in feeds)) feeds[i.name] = params.get(i.name)!;
+      out = g.forward(feeds).outputs[0]!;
+    }
+    const [lower, upper] = tf.split(out, 2, 0) as [tf.Tensor, tf.Tensor];
+    return { lower, upper };
+  }
+
   /** Eval-mode network with the current (or given) weights frozen. */
   frozen(overrides?: Map<string, tf.Tensor>): Frozen {
     if (this.compiled) {
@@ -118,6 +148,7 @@ export class Net {
   }
 
   dispose(): void {
+    for (const g of this.boundGraphs.values()) g.dispose();
     this.compiled?.dispose();
   }
 }

@@ -3,7 +3,7 @@
 import { tf } from '../engine/tf.js';
 import type { Net } from '../engine/net.js';
 import { UserError } from '../util/errors.js';
-import type { Rng } from '../util/rng.js';
+import { permutation, type Rng } from '../util/rng.js';
 import { pgdAttack, tradesAttack, type PgdConfig } from './attacks.js';
 
 export const OBJECTIVES = ['natural', 'pgd', 'trades', 'smooth', 'ibp', 'crown-ibp', 'mixtrain'] as const;
@@ -26,6 +26,9 @@ export interface ObjectiveConfig {
   /** CROWN-IBP κ: weight of the natural loss, from kappaStart to kappaEnd over the ε ramp */
   kappaStart: number;
   kappaEnd: number;
+  /** CROWN-IBP: weight of the CROWN bound (vs the IBP bound), from crownBetaStart to crownBetaEnd over the ε ramp */
+  crownBetaStart: number;
+  crownBetaEnd: number;
   /** MixTrain: fraction of the batch whose bound loss is computed, and the bound loss weight */
   mixSample: number;
   mixWeight: number;
@@ -33,7 +36,7 @@ export interface ObjectiveConfig {
 
 export const DEFAULT_OBJECTIVE: ObjectiveConfig = {
   kind: 'natural', eps: 0.1, alpha: 0.01, steps: 10, norm: 'linf', randomStart: true, beta: 6, sigma: 0.25,
-  epsRamp: 0.5, epsWarmup: 0.1, kappaStart: 1, kappaEnd: 0, mixSample: 0.5, mixWeight: 0.5,
+  epsRamp: 0.5, epsWarmup: 0.1, kappaStart: 1, kappaEnd: 0.5, crownBetaStart: 1, crownBetaEnd: 0, mixSample: 0.5, mixWeight: 0.5,
 };
 
 export interface Batch {
@@ -165,11 +168,84 @@ class Smooth implements Objective {
   }
 }
 
+/** ε and κ at a point of training: 0 during the warm-up, then a linear ramp over `epsRamp` of training. */
+export function rampAt(c: ObjectiveConfig, progress: number): { eps: number; kappa: number; crownBeta: number; frac: number } {
+  const frac = c.epsRamp > 0 ? Math.min(1, Math.max(0, (progress - c.epsWarmup) / c.epsRamp)) : progress >= c.epsWarmup ? 1 : 0;
+  return {
+    eps: c.eps * frac,
+    kappa: c.kappaStart + (c.kappaEnd - c.kappaStart) * frac,
+    crownBeta: c.crownBetaStart + (c.crownBetaEnd - c.crownBetaStart) * frac,
+    frac,
+  };
+}
+
+/** Cross-entropy of the worst-case logits allowed by the bounds: lower bound for the true class, upper for the others. */
+export function worstCaseCrossEntropy(lower: tf.Tensor, upper: tf.Tensor, labels: tf.Tensor, classes: number): tf.Scalar {
+  const m = tf.oneHot(labels as tf.Tensor1D, classes).toFloat();
+  const worst = tf.add(tf.mul(m, lower), tf.mul(tf.sub(1, m), upper));
+  return crossEntropy(worst, labels, classes);
+}
+
+/**
+ * IBP training (Gowal et al. 2018): κ·CE(natural) + (1−κ)·CE(worst case under interval bounds), with ε
+ * and κ ramped. The bounds are those of the inference-mode network (BatchNormalization with its running
+ * statistics, which the natural pass keeps updating), i.e. of the model that is exported and verified.
+ */
+class Ibp implements Objective {
+  constructor(readonly config: ObjectiveConfig) {}
+  describe(): string {
+    const c = this.config;
+    return `IBP: L∞ ε ${c.eps} (ramp ${c.epsWarmup}→${c.epsWarmup + c.epsRamp} of training), κ ${c.kappaStart}→${c.kappaEnd}`;
+  }
+  prepare(ctx: StepContext, b: Batch): () => LossResult {
+    const r = rampAt(this.config, ctx.progress);
+    return () => {
+      const nat = logitsOf(ctx, b.x, true, ctx.seed);
+      const ce = crossEntropy(nat.logits, b.y, ctx.net.classes);
+      if (r.eps <= 0 || r.kappa >= 1) return { loss: ce, logits: nat.logits, updates: nat.updates };
+      const bd = ctx.net.bounds(b.x, r.eps, { overrides: ctx.overrides?.() });
+      const rob = worstCaseCrossEntropy(bd.lower, bd.upper, b.y, ctx.net.classes);
+      return { loss: tf.add(tf.mul(ce, r.kappa), tf.mul(rob, 1 - r.kappa)) as tf.Scalar, logits: nat.logits, updates: nat.updates };
+    };
+  }
+}
+
+/**
+ * MixTrain (Wang et al. 2018): the adversarial (PGD) loss of the batch plus, on a random sample of it, the
+ * verifiable (interval-bound) loss: (1−λ)·CE(PGD) + λ·CE(worst case), λ = --mix-weight, ε ramped for the
+ * bound term.
+ */
+class MixTrain implements Objective {
+  constructor(readonly config: ObjectiveConfig) {}
+  describe(): string {
+    const c = this.config;
+    return `MixTrain: PGD ${c.steps} steps of ${c.alpha} + interval-bound loss on ${(100 * c.mixSample).toFixed(0)}% of each batch, λ ${c.mixWeight}, L∞ ε ${c.eps}`;
+  }
+  prepare(ctx: StepContext, b: Batch): () => LossResult {
+    const c = this.config;
+    const adv = pgdAttack(ctx.net.frozen(ctx.frozenOverrides), b.xd, b.yd, b.n, ctx.net.classes, pgdOf(c), ctx.rng);
+    const r = rampAt(c, ctx.progress);
+    const k = Math.max(1, Math.round(c.mixSample * b.n));
+    const pick = Int32Array.from(permutation(b.n, ctx.rng).subarray(0, k)).sort();
+    return () => {
+      const out = logitsOf(ctx, tf.tensor(adv, b.x.shape), true, ctx.seed);
+      const ce = crossEntropy(out.logits, b.y, ctx.net.classes);
+      if (r.eps <= 0 || c.mixWeight <= 0) return { loss: ce, logits: out.logits, updates: out.updates };
+      const idx = tf.tensor1d(pick, 'int32');
+      const bd = ctx.net.bounds(tf.gather(b.x, idx), r.eps, { overrides: ctx.overrides?.() });
+      const rob = worstCaseCrossEntropy(bd.lower, bd.upper, tf.gather(b.y, idx), ctx.net.classes);
+      return { loss: tf.add(tf.mul(ce, 1 - c.mixWeight), tf.mul(rob, c.mixWeight)) as tf.Scalar, logits: out.logits, updates: out.updates };
+    };
+  }
+}
+
 const MAKERS: Partial<Record<ObjectiveKind, (c: ObjectiveConfig) => Objective>> = {
   natural: (c) => new Natural(c),
   pgd: (c) => new Pgd(c),
   trades: (c) => new Trades(c),
   smooth: (c) => new Smooth(c),
+  ibp: (c) => new Ibp(c),
+  mixtrain: (c) => new MixTrain(c),
 };
 
 export function registerObjective(kind: ObjectiveKind, make: (c: ObjectiveConfig) => Objective): void {
@@ -181,6 +257,8 @@ export function makeObjective(c: ObjectiveConfig): Objective {
   if (c.eps < 0) throw new UserError(`--eps must be ≥ 0, got ${c.eps}`);
   if (c.alpha <= 0 && ['pgd', 'trades', 'mixtrain'].includes(c.kind)) throw new UserError(`--alpha must be > 0, got ${c.alpha}`);
   if (!Number.isInteger(c.steps) || c.steps < 0) throw new UserError(`--steps must be a non-negative integer, got ${c.steps}`);
+  if (['ibp', 'crown-ibp', 'mixtrain'].includes(c.kind) && c.norm !== 'linf') throw new UserError(`--objective ${c.kind} bounds the L∞ ball; --norm l2 is not available for it`);
+  if (c.kind === 'mixtrain' && !(c.mixSample > 0 && c.mixSample <= 1)) throw new UserError(`--mix-sample must be in (0, 1], got ${c.mixSample}`);
   if (c.kind === 'smooth' && !(c.sigma > 0)) throw new UserError(`--sigma must be > 0, got ${c.sigma}`);
   const make = MAKERS[c.kind];
   if (!make) throw new UserError(`objective '${c.kind}' is not available`);

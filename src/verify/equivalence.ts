@@ -87,3 +87,42 @@ export function argmax(a: ArrayLike<number>, off: number, n: number): number {
   for (let i = 1; i < n; i++) if (a[off + i]! > a[off + best]!) best = i;
   return best;
 }
+
+export interface ExportAgreement {
+  n: number;
+  /** fraction of examples where onnxruntime on the exported file predicts the same class as onnx-hydra's network */
+  prediction_agreement: number;
+  /** onnxruntime's accuracy with the exported file */
+  ort_accuracy: number;
+  max_abs_logit_diff: number;
+  provider: string;
+}
+
+/** Run an exported model in onnxruntime-node on a dataset and compare with the logits onnx-hydra computed. */
+export async function compareWithOrt(model: OnnxModel | Uint8Array | string, x: Float32Array, y: Int32Array, shape: [number, number, number], ours: (x: Float32Array, n: number) => Float32Array, o: { limit?: number; batch?: number } = {}): Promise<ExportAgreement> {
+  const per = shape[0] * shape[1] * shape[2];
+  const n = Math.min(o.limit ?? y.length, y.length);
+  const batch = o.batch ?? 500;
+  const s = await createSession(model);
+  let agree = 0;
+  let correct = 0;
+  let maxDiff = 0;
+  try {
+    for (let from = 0; from < n; from += batch) {
+      const m = Math.min(batch, n - from);
+      const xs = x.subarray(from * per, (from + m) * per);
+      const [ref] = await runSession(s, [{ data: xs, shape: [m, ...shape] }]);
+      const mine = ours(xs, m);
+      const k = ref!.data.length / m;
+      for (let r = 0; r < m; r++) {
+        const a = argmax(ref!.data, r * k, k);
+        if (a === argmax(mine, r * k, k)) agree++;
+        if (a === y[from + r]) correct++;
+      }
+      for (let i = 0; i < mine.length; i++) maxDiff = Math.max(maxDiff, Math.abs(mine[i]! - ref!.data[i]!));
+    }
+  } finally {
+    await s.session.release();
+  }
+  return { n, prediction_agreement: n ? agree / n : 1, ort_accuracy: n ? correct / n : 0, max_abs_logit_diff: maxDiff, provider: s.provider };
+}

@@ -9,12 +9,13 @@ import seedrandom from 'seedrandom';
 import { tf } from '../tf.js';
 import type { PreparedGraph } from '../../graph/graph.js';
 import { Attrs, parseNode, type Node } from '../../graph/ir.js';
-import { numberAt, hostTensor, type HostTensor } from '../../onnx/tensor.js';
+import { decodeTensor, numberAt, hostTensor, type HostTensor } from '../../onnx/tensor.js';
 import { onnx } from '../../onnx/proto.js';
 import { GraphBuilder } from './builder.js';
 import { gradRule, type GradCtx } from './grad-rules.js';
 import { COMPILED_OPSET, emitNormalized, shapeLookup } from './normalize.js';
 import { NotCompilableError } from './errors.js';
+import { BOUNDS_EPS, BOUNDS_OUT, emitBounds } from './bounds.js';
 import { SyncSession, type OrtOut } from '../ort-sync.js';
 
 export { NotCompilableError };
@@ -24,6 +25,8 @@ interface DropMask { name: string; ratio: number; shape: number[] }
 
 interface Forward {
   fb: GraphBuilder;
+  /** scalar float inputs besides x and parameters (the ε of bound graphs) */
+  extraInputs: string[];
   xName: string;
   xShape: number[];
   /** parameters fed as inputs (empty when baked) */
@@ -37,6 +40,8 @@ interface Forward {
   consts: Map<string, HostTensor>;
 }
 
+const configKey = (batch: number, o: CompiledRunOptions): string =>
+  `${batch}|${o.boundsEps !== undefined ? 'ibp' : o.training}|${o.gradX}|${o.gradParams}`;
 const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
@@ -122,7 +127,26 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
     }
     emitNormalized(fb, n, p.opset, consts, shapeOf);
   }
-  return { fb, xName: inp.name, xShape, paramInputs, baked, bnStats, dropMasks, logits: p.outputs[0]!, consts };
+  return { fb, extraInputs: [], xName: inp.name, xShape, paramInputs, baked, bnStats, dropMasks, logits: p.outputs[0]!, consts };
+}
+
+/** The interval-bound form of an (inference-mode) forward graph: output Concat(lower, upper) of the logits. */
+function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean): Forward {
+  const f = emitForward(p, batch, false, withIndices, bake);
+  const fb = emitBounds(f.fb, f.xName, f.logits, shapeLookup(p, batch));
+  const consts = new Map(f.consts);
+  for (const t of fb.initializers) if (!consts.has(t.name ?? '')) consts.set(t.name!, decodeTensor(t));
+  return { ...f, fb, consts, extraInputs: [BOUNDS_EPS], logits: BOUNDS_OUT };
+}
+
+/**
+ * A standalone ONNX model computing interval bounds of the logits for inputs within ε (L∞) of x, clipped
+ * to [0,1]: inputs x, `bounds/eps` and every parameter (by initializer name); output `bounds/logits`
+ * = Concat(lower, upper) along the batch axis. Used by the per-op tfjs engines and by verification.
+ */
+export function boundsModel(p: PreparedGraph, batch: number): Uint8Array {
+  const f = boundsForward(p, batch, false, false);
+  return modelBytes(f.fb, [f.logits]);
 }
 
 /** A model from a builder, its outputs listed by name only (onnxruntime infers their types). */
@@ -285,6 +309,8 @@ export type AttackKind = 'logits' | 'grad' | 'step-linf' | 'step-l2';
 
 export interface CompiledRunOptions {
   training: boolean;
+  /** compute interval bounds of the logits for the L∞ ball of this radius instead: output [2N, classes] = lower; upper */
+  boundsEps?: number;
   /** gradient with respect to the input is needed */
   gradX: boolean;
   /** gradients with respect to the trainable parameters are needed */
@@ -425,11 +451,11 @@ export class CompiledNet {
   }
 
   private template(batch: number, o: CompiledRunOptions, bake: boolean): TrainTemplate {
-    const key = `${batch}|${o.training}|${o.gradX}|${o.gradParams}|${bake}`;
+    const key = `${configKey(batch, o)}|${bake}`;
     const hit = this.templates.get(key);
     if (hit) return hit;
     const needGrad = o.gradX || o.gradParams;
-    const f = emitForward(this.p, batch, o.training, needGrad, bake);
+    const f = o.boundsEps !== undefined ? boundsForward(this.p, batch, needGrad, bake) : emitForward(this.p, batch, o.training, needGrad, bake);
     const outputs = [f.logits, ...f.bnStats.flatMap((s) => [s.mean, s.var])];
     const used = [...f.paramInputs, ...f.baked.keys()];
     const gradParams = o.gradParams ? used.filter((n) => this.p.params.get(n)!.trainable) : [];
@@ -438,7 +464,7 @@ export class CompiledNet {
       const shapes = probeShapes(f, this.threads);
       const bb = new GraphBuilder(COMPILED_OPSET, 'bwd');
       bb.input(t.dyName, 'float32', shapes.get(f.logits)!);
-      const inputLike = new Set([f.xName, ...f.paramInputs, ...f.dropMasks.map((d) => d.name)]);
+      const inputLike = new Set([f.xName, ...f.extraInputs, ...f.paramInputs, ...f.dropMasks.map((d) => d.name)]);
       const seen = new Set<string>();
       const fwdValue = (v: string): string => {
         if (seen.has(v)) return v;
@@ -470,7 +496,7 @@ export class CompiledNet {
   private trainable(batch: number, o: CompiledRunOptions, params: Map<string, tf.Tensor>): { t: TrainTemplate; s: TrainSessions } {
     const bake = o.bake !== false;
     const t = this.template(batch, o, bake);
-    const key = `${batch}|${o.training}|${o.gradX}|${o.gradParams}|${bake}`;
+    const key = `${configKey(batch, o)}|${bake}`;
     const ids = bake ? [...t.f.baked.keys()].map((n) => (params.get(n) as unknown as { dataId: unknown } | undefined)?.dataId) : undefined;
     const hit = this.sessions.get(key);
     if (hit && (!bake || hit.ids!.every((id, i) => id === ids![i]))) return { t, s: hit };
@@ -529,7 +555,7 @@ export class CompiledNet {
   }
 
   run(x: tf.Tensor, params: Map<string, tf.Tensor>, o: CompiledRunOptions): { logits: tf.Tensor; updates: Map<string, tf.Tensor> } {
-    const cfgKey = `${x.shape[0]}|${o.training}|${o.gradX}|${o.gradParams}`;
+    const cfgKey = configKey(x.shape[0]!, o);
     const { bake, record } = this.chooseBake(cfgKey, o);
     const started = performance.now();
     let spent = 0;
@@ -556,6 +582,7 @@ export class CompiledNet {
       const feeds: Record<string, Feed> = { [f.xName]: { data: x.dataSync() as Float32Array, shape: x.shape } };
       f.paramInputs.forEach((n, i) => (feeds[n] = { data: pTensors[i]!.dataSync() as Float32Array, shape: pTensors[i]!.shape }));
       f.dropMasks.forEach((d, i) => (feeds[d.name] = { data: masks[i]!, shape: d.shape }));
+      for (const e of f.extraInputs) feeds[e] = { data: Float32Array.of(o.boundsEps ?? 0), shape: [] };
       const outs = s.forward.run(feeds, t.forwardOutputs);
       const byName = new Map(t.forwardOutputs.map((n, i) => [n, outs[i]!]));
       const lo = byName.get(f.logits)!;
