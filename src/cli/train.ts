@@ -32,17 +32,22 @@ export const trainCommand: CommandModule<object, Args> = {
     const t0 = performance.now();
     const quiet = !!a.quiet || !!a.json;
     const log = (s: string): void => void (!a.quiet && process.stderr.write(`${s}\n`));
-    const engine = selectEngine(a.backend as BackendChoice);
-    log(`engine: ${engine.description}`);
+    for (const [flag, min] of [['epochs', 0], ['batch-size', 1]] as const) {
+      const v = Number(a[flag]);
+      if (!Number.isInteger(v) || v < min) throw new UserError(`--${flag} must be an integer ≥ ${min}, got ${a[flag]}`);
+    }
+    if (!(Number(a.lr) > 0)) throw new UserError(`--lr must be > 0, got ${a.lr}`);
     const objCfg = objectiveFromArgs(a);
     const objective = makeObjective(objCfg);
     const { optimizer, schedule } = optimizerFromArgs(a);
     const out = a.out ?? derivedPath(a.model, objCfg.kind);
     if (path.resolve(out) === path.resolve(a.model)) throw new UserError(`--out '${out}' would overwrite the input model; choose another file`);
+    const data = loadData(String(a.data));
     const model = loadModel(a.model);
+    const engine = selectEngine(a.backend as BackendChoice);
+    log(`engine: ${engine.description}`);
     const graph = TfGraph.fromModel(model, { inputShapes: parseInputShapes(a['input-shape'] as string[] | undefined) });
     const net = new Net(graph, engine);
-    const data = loadData(String(a.data));
     checkDataFitsModel(data.train, graph.inputs[0]!.shape, net.classes);
     const vars = new Map(graph.trainableNames().map((n) => [n, graph.variables.get(n)!]));
     if (!vars.size) throw new UserError(`${a.model}: no trainable parameters found (Conv/Gemm/MatMul weights, BatchNormalization scale/bias)`);

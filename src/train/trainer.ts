@@ -25,6 +25,8 @@ export interface TrainConfig {
   checkpointDir?: string;
   /** continue from the checkpoint in checkpointDir */
   resume: boolean;
+  /** end this invocation after this epoch (1-based), checkpoint written; a later --resume continues */
+  stopAfterEpoch?: number;
   /** progress bar title */
   label: string;
   quiet?: boolean;
@@ -252,6 +254,7 @@ export async function trainLoop(net: Net, data: { train: Dataset; test: Dataset 
       process.stderr.write(`${cfg.label} epoch ${epoch + 1}/${cfg.epochs}: loss ${stats.loss.toFixed(4)}, train acc ${(100 * stats.train_acc).toFixed(2)}%` +
         (stats.test_acc !== undefined ? `, test acc ${(100 * stats.test_acc).toFixed(2)}%` : '') + `, ${stats.images_per_second.toFixed(0)} img/s\n`);
     }
+    if (cfg.stopAfterEpoch !== undefined && epoch + 1 >= cfg.stopAfterEpoch && epoch + 1 < cfg.epochs) break;
   }
   opt.dispose();
   return { history, seconds: (performance.now() - t0) / 1000, resumedFrom };

@@ -1,0 +1,190 @@
+// Attacks, objectives, optimizer, checkpoints and resume, on the real small CNN export and real Fashion-MNIST.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { tf } from '../src/engine/tf.js';
+import { selectEngine } from '../src/engine/select.js';
+import { loadModel } from '../src/onnx/model.js';
+import { TfGraph } from '../src/graph/graph.js';
+import { Net, type Frozen } from '../src/engine/net.js';
+import { loadData, slice } from '../src/data/index.js';
+import { pgdAttack, tradesAttack, softmaxRows, type PgdConfig } from '../src/train/attacks.js';
+import { DEFAULT_OBJECTIVE, makeObjective, rampAt } from '../src/train/objectives.js';
+import { Optimizer, learningRate } from '../src/train/optim.js';
+import { trainLoop, type TrainConfig } from '../src/train/trainer.js';
+import { makeRng } from '../src/util/rng.js';
+
+const engine = selectEngine('ort');
+const data = loadData('fashion-mnist');
+const n = 32;
+const per = 28 * 28;
+const x = data.test.x.slice(0, n * per);
+const y = data.test.y.slice(0, n);
+
+function ce(z: Float32Array, labels: Int32Array, k: number): number {
+  const p = softmaxRows(z, k);
+  let s = 0;
+  for (let i = 0; i < labels.length; i++) s -= Math.log(Math.max(1e-12, p[i * k + labels[i]!]!));
+  return s / labels.length;
+}
+function kl(zp: Float32Array, zq: Float32Array, k: number): number {
+  const p = softmaxRows(zp, k);
+  const q = softmaxRows(zq, k);
+  let s = 0;
+  for (let i = 0; i < p.length; i++) if (p[i]! > 0) s += p[i]! * Math.log(p[i]! / Math.max(1e-12, q[i]!));
+  return s / (p.length / k);
+}
+function checkBall(adv: Float32Array, eps: number, norm: 'linf' | 'l2'): void {
+  for (let e = 0; e < n; e++) {
+    let s = 0;
+    let m = 0;
+    for (let i = e * per; i < (e + 1) * per; i++) {
+      assert.ok(adv[i]! >= 0 && adv[i]! <= 1, `pixel ${adv[i]} outside [0,1]`);
+      const d = adv[i]! - x[i]!;
+      s += d * d;
+      m = Math.max(m, Math.abs(d));
+    }
+    if (norm === 'linf') assert.ok(m <= eps + 1e-6, `L∞ distance ${m} > ε ${eps}`);
+    else assert.ok(Math.sqrt(s) <= eps * (1 + 1e-4), `L2 distance ${Math.sqrt(s)} > ε ${eps}`);
+  }
+}
+
+// a briefly trained network (attacks on a random one prove little)
+const g = TfGraph.fromModel(loadModel('models/small_cnn.onnx'));
+const net = new Net(g, engine);
+const tfOnly = new Net(g, { ...engine, kind: 'cpu', description: 'tfjs cpu' });
+
+test('natural training on 2,048 real images reaches > 60% test accuracy', async () => {
+  const vars = new Map(g.trainableNames().map((k) => [k, g.variables.get(k)!]));
+  const r = await trainLoop(net, data, makeObjective({ ...DEFAULT_OBJECTIVE, kind: 'natural' }), { vars }, {
+    epochs: 1, batchSize: 64, optimizer: { name: 'sgd', lr: 0.05, momentum: 0.9, weightDecay: 0 }, schedule: { kind: 'constant', warmup: 0, milestones: [], gamma: 0.1 },
+    seed: 1, augment: { cropPad: 0, flip: false }, trainLimit: 2048, evalLimit: 1000, resume: false, label: 'test', quiet: true,
+  });
+  assert.ok(r.history[0]!.test_acc! > 0.6, `test accuracy ${r.history[0]!.test_acc}`);
+});
+
+for (const norm of ['linf', 'l2'] as const) {
+  for (const [label, frozen] of [['fused onnxruntime', () => net.frozen()], ['tfjs', () => tfOnly.frozen()]] as [string, () => Frozen][]) {
+    test(`PGD and TRADES attacks (${norm}, ${label}): inside the ε-ball and [0,1], and raise their loss`, () => {
+      const f = frozen();
+      const eps = norm === 'linf' ? 0.1 : 1.5;
+      const cfg: PgdConfig = { eps, alpha: (2.5 * eps) / 10, steps: 10, norm, randomStart: true };
+      const z0 = f.logits(x, n);
+      const adv = pgdAttack(f, x, y, n, 10, cfg, makeRng('pgd'));
+      checkBall(adv, eps, norm);
+      const lossClean = ce(z0, y, 10);
+      const lossAdv = ce(f.logits(adv, n), y, 10);
+      assert.ok(lossAdv > lossClean + 0.1, `PGD: loss ${lossClean} → ${lossAdv}`);
+      const tr = tradesAttack(f, x, n, 10, cfg, makeRng('trades'));
+      checkBall(tr, eps, norm);
+      const k = kl(z0, f.logits(tr, n), 10);
+      assert.ok(k > 0.05, `TRADES: KL(clean ‖ adversarial) ${k}`);
+    });
+  }
+}
+
+test('fused and tfjs attacks agree step for step (no random start)', () => {
+  const cfg: PgdConfig = { eps: 0.05, alpha: 0.01, steps: 3, norm: 'linf', randomStart: false };
+  const a = pgdAttack(net.frozen(), x, y, n, 10, cfg, makeRng(1));
+  const b = pgdAttack(tfOnly.frozen(), x, y, n, 10, cfg, makeRng(1));
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) if (Math.abs(a[i]! - b[i]!) > 1e-5) diff++;
+  // a sign can flip where the gradient is ~0: allow a handful of pixels
+  assert.ok(diff / a.length < 1e-3, `${diff} of ${a.length} pixels differ`);
+});
+
+test('SGD with momentum and weight decay follows PyTorch’s update rule; Adam its own', () => {
+  const w = tf.variable(tf.tensor1d([1, -2]));
+  const opt = new Optimizer({ name: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 0.01 });
+  const grads = [[0.5, 0.25], [-0.5, 1]];
+  let ref = [1, -2];
+  let buf: number[] = [];
+  grads.forEach((gr, step) => {
+    opt.apply(new Map([['w', w]]), { w: tf.tensor1d(gr) }, 0.1);
+    // torch.optim.SGD: d = g + wd·w; buf = d (first step) or momentum·buf + d; w -= lr·buf
+    const d = gr.map((v, i) => v + 0.01 * ref[i]!);
+    buf = step === 0 ? d : buf.map((v, i) => 0.9 * v + d[i]!);
+    ref = ref.map((v, i) => v - 0.1 * buf[i]!);
+  });
+  const got = Array.from(w.dataSync());
+  got.forEach((v, i) => assert.ok(Math.abs(v - ref[i]!) < 1e-6, `${got} vs ${ref}`));
+  const a = tf.variable(tf.tensor1d([1]));
+  const adam = new Optimizer({ name: 'adam', lr: 0.01, momentum: 0, weightDecay: 0 });
+  adam.apply(new Map([['a', a]]), { a: tf.tensor1d([3]) }, 0.01);
+  // first Adam step moves by lr·sign(g) (bias-corrected m/√v = g/|g|)
+  assert.ok(Math.abs(a.dataSync()[0]! - 0.99) < 1e-6);
+});
+
+test('schedules: cosine, step, linear warm-up; ε/κ ramps', () => {
+  const s = { warmup: 0, milestones: [2, 4], gamma: 0.1 };
+  assert.equal(learningRate(1, { ...s, kind: 'cosine' }, 0, 10), 1);
+  assert.ok(Math.abs(learningRate(1, { ...s, kind: 'cosine' }, 5, 10) - 0.5) < 1e-9);
+  assert.ok(Math.abs(learningRate(1, { ...s, kind: 'step' }, 4.5, 10) - 0.01) < 1e-12);
+  assert.ok(learningRate(1, { ...s, kind: 'constant', warmup: 2 }, 1, 10) < 0.6);
+  const c = { ...DEFAULT_OBJECTIVE, eps: 0.2, epsWarmup: 0.1, epsRamp: 0.5, kappaStart: 1, kappaEnd: 0.5 };
+  assert.equal(rampAt(c, 0.05).eps, 0);
+  assert.ok(Math.abs(rampAt(c, 0.35).eps - 0.1) < 1e-12 && Math.abs(rampAt(c, 0.35).kappa - 0.75) < 1e-12);
+  assert.equal(rampAt(c, 0.9).eps, 0.2);
+});
+
+test('an interrupted run resumed from its checkpoint ends with the same weights as an uninterrupted one', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hydra-resume-'));
+  const small = { train: slice(data.train, 0, 512), test: slice(data.test, 0, 256) };
+  const run = async (stopAfter: number | undefined, resume: boolean, ckpt: string): Promise<{ w: Float32Array[]; resumedFrom?: number; epochs: number }> => {
+    const gg = TfGraph.fromModel(loadModel('models/small_cnn.onnx'));
+    const nn = new Net(gg, engine);
+    const vars = new Map(gg.trainableNames().map((k) => [k, gg.variables.get(k)!]));
+    const cfg: TrainConfig = {
+      epochs: 3, stopAfterEpoch: stopAfter, batchSize: 64, optimizer: { name: 'sgd', lr: 0.05, momentum: 0.9, weightDecay: 1e-4 }, schedule: { kind: 'cosine', warmup: 0, milestones: [], gamma: 0.1 },
+      seed: 3, augment: { cropPad: 2, flip: true }, evalLimit: 0, checkpointDir: ckpt, resume, label: 'resume-test', quiet: true,
+    };
+    const r = await trainLoop(nn, small, makeObjective({ ...DEFAULT_OBJECTIVE, kind: 'trades', steps: 2, alpha: 0.05 }), { vars }, cfg);
+    const w = [...vars.values()].map((v) => v.dataSync().slice() as Float32Array);
+    nn.dispose();
+    gg.dispose();
+    return { w, resumedFrom: r.resumedFrom, epochs: r.history.length };
+  };
+  const full = await run(undefined, false, path.join(dir, 'a'));
+  // stop after epoch 1 (as if killed), then resume
+  const first = await run(1, false, path.join(dir, 'b'));
+  assert.equal(first.epochs, 1);
+  const resumed = await run(undefined, true, path.join(dir, 'b'));
+  assert.equal(resumed.resumedFrom, 0, 'resumed after epoch 1');
+  assert.equal(resumed.epochs, 3, 'history of all 3 epochs');
+  full.w.forEach((w, i) => {
+    let d = 0;
+    let scale = 0;
+    for (let j = 0; j < w.length; j++) {
+      d = Math.max(d, Math.abs(w[j]! - resumed.w[i]![j]!));
+      scale = Math.max(scale, Math.abs(w[j]!));
+      if (i === 0) assert.notEqual(first.w[i]![j], undefined);
+    }
+    // onnxruntime's kernels (pre-packed or not, chosen by timing) round differently: equal up to float noise
+    assert.ok(d < 1e-4 * (1 + scale), `parameter ${i}: max difference ${d}`);
+    let moved = 0;
+    for (let j = 0; j < w.length; j++) moved = Math.max(moved, Math.abs(w[j]! - first.w[i]![j]!));
+    assert.ok(i > 0 || moved > 1e-3, 'epochs 2-3 changed the weights');
+  });
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a NaN loss stops training with a message and keeps the last good checkpoint', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hydra-nan-'));
+  const gg = TfGraph.fromModel(loadModel('models/small_cnn.onnx'));
+  const nn = new Net(gg, engine);
+  const vars = new Map(gg.trainableNames().map((k) => [k, gg.variables.get(k)!]));
+  const small = { train: slice(data.train, 0, 256), test: slice(data.test, 0, 64) };
+  await assert.rejects(
+    trainLoop(nn, small, makeObjective({ ...DEFAULT_OBJECTIVE, kind: 'natural' }), { vars }, {
+      epochs: 4, batchSize: 64, optimizer: { name: 'sgd', lr: 1e6, momentum: 0.9, weightDecay: 0 }, schedule: { kind: 'constant', warmup: 0, milestones: [], gamma: 0.1 },
+      seed: 0, augment: { cropPad: 0, flip: false }, evalLimit: 0, checkpointDir: dir, resume: false, label: 'nan', quiet: true,
+    }),
+    /loss became (NaN|Infinity).*try a lower --lr/,
+  );
+  for (const v of vars.values()) assert.ok(v.dataSync().every(Number.isFinite), 'weights must stay finite');
+  nn.dispose();
+  gg.dispose();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
