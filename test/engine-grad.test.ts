@@ -45,6 +45,7 @@ const CASES: Case[] = [
   conv('Conv 1x1', [2, 5, 4, 4], [3, 5, 1, 1], {}),
   conv('Conv 1-D stride 2', [2, 3, 12], [4, 3, 3], { strides: [2], pads: [1, 1] }),
   conv('ConvTranspose stride 2 pad 1 output_padding 1', [2, 3, 5, 5], [3, 2, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 1] }, true, 'ConvTranspose'),
+  conv('ConvTranspose stride 2 output_padding 1 beyond the full size', [2, 3, 4, 4], [3, 2, 1, 1], { strides: [2, 2], output_padding: [1, 1] }, true, 'ConvTranspose'),
   conv('ConvTranspose group 2', [2, 4, 4, 4], [4, 1, 3, 3], { group: 2 }, true, 'ConvTranspose'),
   {
     name: 'MaxPool 3x3 stride 2 pad 1 (+Relu)', x: [2, 3, 9, 9],

@@ -4,7 +4,7 @@
 import { tf } from './tf.js';
 import { TfGraph } from '../graph/graph.js';
 import { CompiledNet, NotCompilableError, boundsModel, type AttackLoss } from './compile/compile.js';
-import { BOUNDS_EPS } from './compile/bounds.js';
+import { BOUNDS_EPS, BOUNDS_SPEC } from './compile/bounds.js';
 import { loadModel } from '../onnx/model.js';
 import type { EngineInfo } from './select.js';
 
@@ -77,32 +77,49 @@ export class Net {
     return { logits: r.outputs[0]!, updates: r.updates };
   }
 
-  private readonly boundGraphs = new Map<number, TfGraph>();
+  private readonly boundGraphs = new Map<string, TfGraph>();
+  /** set when bound graphs could not be compiled, with the reason */
+  boundsFallback?: string;
 
   /**
    * Interval (IBP) bounds of the logits over the L∞ ball of radius eps around x, intersected with [0,1],
-   * for the inference-mode network; differentiable with respect to the parameters.
+   * for the inference-mode network; differentiable with respect to the parameters. With `labels`, also
+   * the CROWN-IBP lower bounds of the margins z_y − z_j ([N, classes], 0 at j = y).
    */
-  bounds(x: tf.Tensor, eps: number, o: { overrides?: Map<string, tf.Tensor>; gradParams?: boolean } = {}): { lower: tf.Tensor; upper: tf.Tensor } {
+  bounds(x: tf.Tensor, eps: number, o: { overrides?: Map<string, tf.Tensor>; gradParams?: boolean; labels?: Int32Array } = {}): { lower: tf.Tensor; upper: tf.Tensor; crownMargins?: tf.Tensor } {
     const n = x.shape[0]!;
+    const k = this.classes;
+    let spec: Float32Array | undefined;
+    if (o.labels) {
+      spec = new Float32Array(n * k * k);
+      for (let i = 0; i < n; i++) for (let s = 0; s < k; s++) {
+        spec[(i * k + s) * k + o.labels[i]!]! += 1;
+        spec[(i * k + s) * k + s]! -= 1;
+      }
+    }
     let out: tf.Tensor | undefined;
-    if (this.compiled) {
+    if (this.compiled && !this.boundsFallback) {
       try {
-        out = this.compiled.run(x, this.params(o.overrides), { training: false, gradX: false, gradParams: o.gradParams ?? true, boundsEps: eps }).logits;
+        out = this.compiled.run(x, this.params(o.overrides), { training: false, gradX: false, gradParams: o.gradParams ?? true, bounds: { eps, spec } }).logits;
       } catch (e) {
-        this.fallback(e);
+        // only the bound graphs go op by op; the other passes stay compiled
+        if (!(e instanceof NotCompilableError)) throw e;
+        this.boundsFallback = e.message;
+        process.stderr.write(`onnx-hydra: the compiled engine cannot differentiate the bound graph (${e.message}); bounds run op by op in tfjs\n`);
       }
     }
     if (!out) {
-      let g = this.boundGraphs.get(n);
-      if (!g) this.boundGraphs.set(n, (g = TfGraph.fromModel(loadModel(boundsModel(this.graph.prepared, n)))));
+      const key = `${n}|${!!spec}`;
+      let g = this.boundGraphs.get(key);
+      if (!g) this.boundGraphs.set(key, (g = TfGraph.fromModel(loadModel(boundsModel(this.graph.prepared, n, !!spec)))));
       const feeds: Record<string, tf.Tensor> = { [this.graph.inputs[0]!.name]: x, [BOUNDS_EPS]: tf.scalar(eps) };
+      if (spec) feeds[BOUNDS_SPEC] = tf.tensor(spec, [n, k, k]);
       const params = this.params(o.overrides);
       for (const i of g.inputs) if (!(i.name in feeds)) feeds[i.name] = params.get(i.name)!;
       out = g.forward(feeds).outputs[0]!;
     }
-    const [lower, upper] = tf.split(out, 2, 0) as [tf.Tensor, tf.Tensor];
-    return { lower, upper };
+    const parts = tf.split(out, spec ? 3 : 2, 0);
+    return { lower: parts[0]!, upper: parts[1]!, crownMargins: parts[2] };
   }
 
   /** Eval-mode network with the current (or given) weights frozen. */

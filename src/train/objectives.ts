@@ -211,6 +211,36 @@ class Ibp implements Objective {
 }
 
 /**
+ * CROWN-IBP (Zhang et al. 2020): lower bounds of the margins z_y − z_j as β·CROWN + (1−β)·IBP (CROWN run
+ * backwards through the network with the interval bounds as ReLU pre-activation bounds), loss
+ * κ·CE(natural) + (1−κ)·CE(−margins); ε, κ and β ramped. β = 0 is plain IBP with margin bounds.
+ */
+class CrownIbp implements Objective {
+  constructor(readonly config: ObjectiveConfig) {}
+  describe(): string {
+    const c = this.config;
+    return `CROWN-IBP: L∞ ε ${c.eps} (ramp ${c.epsWarmup}→${c.epsWarmup + c.epsRamp} of training), κ ${c.kappaStart}→${c.kappaEnd}, β ${c.crownBetaStart}→${c.crownBetaEnd}`;
+  }
+  prepare(ctx: StepContext, b: Batch): () => LossResult {
+    const r = rampAt(this.config, ctx.progress);
+    const k = ctx.net.classes;
+    return () => {
+      const nat = logitsOf(ctx, b.x, true, ctx.seed);
+      const ce = crossEntropy(nat.logits, b.y, k);
+      if (r.eps <= 0 || r.kappa >= 1) return { loss: ce, logits: nat.logits, updates: nat.updates };
+      const bd = ctx.net.bounds(b.x, r.eps, { overrides: ctx.overrides?.(), labels: r.crownBeta > 0 ? b.yd : undefined });
+      const m = tf.oneHot(b.y as tf.Tensor1D, k).toFloat();
+      // IBP margin bounds: l_y − u_j (0 at j = y)
+      const ly = tf.sum(tf.mul(m, bd.lower), -1, true);
+      let margins: tf.Tensor = tf.mul(tf.sub(ly, bd.upper), tf.sub(1, m));
+      if (bd.crownMargins) margins = tf.add(tf.mul(bd.crownMargins, r.crownBeta), tf.mul(margins, 1 - r.crownBeta));
+      const rob = crossEntropy(tf.neg(margins), b.y, k);
+      return { loss: tf.add(tf.mul(ce, r.kappa), tf.mul(rob, 1 - r.kappa)) as tf.Scalar, logits: nat.logits, updates: nat.updates };
+    };
+  }
+}
+
+/**
  * MixTrain (Wang et al. 2018): the adversarial (PGD) loss of the batch plus, on a random sample of it, the
  * verifiable (interval-bound) loss: (1−λ)·CE(PGD) + λ·CE(worst case), λ = --mix-weight, ε ramped for the
  * bound term.
@@ -245,6 +275,7 @@ const MAKERS: Partial<Record<ObjectiveKind, (c: ObjectiveConfig) => Objective>> 
   trades: (c) => new Trades(c),
   smooth: (c) => new Smooth(c),
   ibp: (c) => new Ibp(c),
+  'crown-ibp': (c) => new CrownIbp(c),
   mixtrain: (c) => new MixTrain(c),
 };
 

@@ -5,12 +5,15 @@
 // Hand-written: no JS library emits interval graphs for ONNX models.
 import type { NodeProto } from '../../onnx/proto.js';
 import { Attrs, parseNode } from '../../graph/ir.js';
+import { decodeTensor, numberAt } from '../../onnx/tensor.js';
+import { gradRule, type GradCtx } from './grad-rules.js';
 import { GraphBuilder } from './builder.js';
 import { UserError } from '../../util/errors.js';
 import { COMPILED_OPSET } from './normalize.js';
 
 export const BOUNDS_EPS = 'bounds/eps';
 export const BOUNDS_OUT = 'bounds/logits';
+export const BOUNDS_SPEC = 'bounds/spec';
 
 /** The model has an operation that interval bounds cannot pass (named in the message). */
 export class BoundsUnsupportedError extends UserError {}
@@ -31,7 +34,14 @@ const DATA_INPUT_0 = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Slice', 'Expan
  * output `bounds/logits` is Concat(lower, upper) along the batch axis, with the extra scalar input
  * `bounds/eps`.
  */
-export function emitBounds(src: GraphBuilder, xName: string, logits: string, shapeOf: (name: string) => number[]): GraphBuilder {
+export interface CrownOptions {
+  /** shapes of every value of the forward graph at the compiled batch size */
+  shapes: Map<string, number[]>;
+  batch: number;
+  classes: number;
+}
+
+export function emitBounds(src: GraphBuilder, xName: string, logits: string, shapeOf: (name: string) => number[], crown?: CrownOptions): GraphBuilder {
   const b = new GraphBuilder(COMPILED_OPSET, 'ibp');
   for (const i of src.inputs) b.input(i.name, i.dtype, i.shape);
   b.initializers.push(...src.initializers);
@@ -187,7 +197,121 @@ export function emitBounds(src: GraphBuilder, xName: string, logits: string, sha
   });
   if (!iv.has(logits)) throw new BoundsUnsupportedError('interval bounds (IBP): the output does not depend on the input');
   const [l, u] = lu(logits);
-  b.add('Concat', [l, u], { axis: 0 }, [BOUNDS_OUT]);
+  const parts = [l, u];
+  if (crown) parts.push(emitCrown(b, src, xName, logits, iv, lu, crown));
+  b.add('Concat', parts, { axis: 0 }, [BOUNDS_OUT]);
   b.setOutputs([BOUNDS_OUT]);
   return b;
+}
+
+/** ops that are linear maps of their data inputs (no offset) */
+const LINEAR = new Set(['Identity', 'Dropout', 'Flatten', 'Reshape', 'Squeeze', 'Unsqueeze', 'Transpose', 'GlobalAveragePool', 'AveragePool', 'ReduceMean', 'ReduceSum', 'Slice', 'Split', 'Neg', 'Expand']);
+/** affine ops: a linear map of the data input plus an offset f(0) */
+const AFFINE = new Set(['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'BatchNormalization', 'Add', 'Sub', 'Mul', 'Div', 'Concat', 'Pad']);
+
+/**
+ * CROWN (Zhang et al. 2018) lower bounds of the margins spec·logits, the spec fed as `bounds/spec`
+ * [N, classes, classes] (row s of example i: e_{y_i} − e_s), propagated backwards from the logits with the
+ * interval bounds above as the pre-activation bounds of every ReLU (CROWN-IBP, Zhang et al. 2020).
+ * Linear layers map the coefficients back with their own gradient rules (the backward pass of a linear
+ * map is its transpose), over a batch of N·classes coefficient rows. Returns the bounds as [N, classes].
+ */
+function emitCrown(b: GraphBuilder, src: GraphBuilder, xName: string, logits: string, iv: Map<string, Iv>, lu: (v: string) => [string, string], o: CrownOptions): string {
+  const { shapes, batch: n, classes: k } = o;
+  const rows = n * k;
+  const spec = b.input(BOUNDS_SPEC, 'float32', [n, k, k]);
+  const asRows = (s: number[]): number[] => [rows, ...s.slice(1)];
+  const nodes = src.nodes.map((p, i) => parseNode(p, i));
+  const lam = new Map<string, string[]>([[logits, [b.reshape(spec, [rows, k])]]]);
+  const lamOf = (v: string): string | undefined => {
+    const parts = lam.get(v);
+    if (!parts?.length) return undefined;
+    if (parts.length > 1) lam.set(v, [b.op('Sum', parts)]);
+    return lam.get(v)![0];
+  };
+  const offsets: string[] = [];
+  const reduceRest = (t: string, rank: number): string => (rank > 1 ? b.reduce('ReduceSum', t, Array.from({ length: rank - 1 }, (_, i) => i + 1), false) : t);
+  for (let idx = nodes.length - 1; idx >= 0; idx--) {
+    const n0 = nodes[idx]!;
+    const dep = n0.inputs.map((i) => !!i && iv.has(i));
+    if (!dep.some(Boolean)) continue;
+    if (!n0.outputs.some((v) => v && lam.has(v))) continue;
+    const op = n0.opType;
+    const fail = (why: string): never => {
+      throw new BoundsUnsupportedError(`CROWN-IBP: ${why} at ${n0.label}; use --objective ibp`);
+    };
+    if (op === 'Relu') {
+      const L = lamOf(n0.outputs[0]!)!;
+      const zs = shapes.get(n0.inputs[0]!)!;
+      const [lo, hi] = lu(n0.inputs[0]!);
+      const R = b.reshape(L, [n, k, ...zs.slice(1)]);
+      const uc = b.op('Relu', [hi]);
+      const ln = b.op('Relu', [b.op('Neg', [lo])]);
+      // upper line through (l, 0) and (u, u); lower line slope 1 when u > −l else 0 (adaptive CROWN)
+      const su = b.op('Div', [uc, b.op('Add', [b.op('Add', [uc, ln]), b.scalarF(1e-12)])]);
+      const tu = b.op('Mul', [su, ln]);
+      const sl = b.op('Cast', [b.op('Greater', [b.op('Add', [hi, lo]), b.scalarF(0)])], { to: 1 });
+      const un = (t: string): string => b.unsqueeze(t, [1]);
+      const Rp = b.op('Relu', [R]);
+      const Rn = b.op('Sub', [R, Rp]);
+      const back = b.op('Add', [b.op('Mul', [Rp, un(sl)]), b.op('Mul', [Rn, un(su)])]);
+      lam.set(n0.inputs[0]!, [...(lam.get(n0.inputs[0]!) ?? []), b.reshape(back, asRows(zs))]);
+      offsets.push(b.reshape(reduceRest(b.reshape(b.op('Mul', [Rn, un(tu)]), [rows, ...zs.slice(1)]), zs.length), [rows]));
+      continue;
+    }
+    if (!LINEAR.has(op) && !AFFINE.has(op)) fail(`no linear relaxation for ${op}`);
+    if ((op === 'Mul' || op === 'MatMul' || op === 'Gemm') && dep[0] && dep[1]) fail(`${op} of two values that depend on the input`);
+    if (op === 'Div' && dep[1]) fail('division by a value that depends on the input');
+    if ((op === 'Gemm' || op === 'Conv' || op === 'ConvTranspose') && !dep[0]) fail(`${op} whose weights depend on the input`);
+    const rule = gradRule(op);
+    if (!rule) fail(`no backward rule for ${op}`);
+    const a = new Attrs(n0);
+    const ctx: GradCtx = {
+      b, node: n0, a, opset: COMPILED_OPSET,
+      x: (i) => n0.inputs[i]!,
+      y: (i) => n0.outputs[i]!,
+      dy: (i) => (n0.outputs[i] ? lamOf(n0.outputs[i]!) : undefined),
+      inShape: (i) => (dep[i] ? asRows(shapes.get(n0.inputs[i]!)!) : shapes.get(n0.inputs[i]!)!),
+      outShape: (i) => asRows(shapes.get(n0.outputs[i]!)!),
+      need: (i) => dep[i]!,
+      ints: (i) => {
+        const t = src.initializers.find((x) => x.name === n0.inputs[i]);
+        if (!t) fail(`input ${i} is computed at run time`);
+        const h = decodeTensor(t!);
+        return Array.from({ length: h.data.length }, (_, j) => numberAt(h, j));
+      },
+      has: (i) => !!n0.inputs[i],
+    };
+    const grads = rule!(ctx);
+    grads.forEach((g, i) => {
+      const v = n0.inputs[i];
+      if (g && v && dep[i]) lam.set(v, [...(lam.get(v) ?? []), g]);
+    });
+    if (AFFINE.has(op) && !(op === 'MatMul' || op === 'Mul' || op === 'Div')) {
+      // offset f(0): the node with its input-dependent operands set to zero, one example
+      if (op === 'Pad' && n0.inputs[2] || op === 'Concat' && dep.some((d) => !d) || op === 'Gemm' && n0.inputs[2] || op === 'Conv' && n0.inputs[2] ||
+        op === 'ConvTranspose' && n0.inputs[2] || op === 'BatchNormalization' || ((op === 'Add' || op === 'Sub') && dep.some((d) => !d))) {
+        const zeros = n0.inputs.map((v, i) => (v && dep[i] ? b.constF(new Float32Array(shapes.get(v)!.slice(1).reduce((p, d) => p * d, 1)), [1, ...shapes.get(v)!.slice(1)]) : v));
+        const f0 = b.fresh('f0');
+        b.nodes.push({ ...n0.proto, name: b.fresh(`${op}_f0`), input: zeros, output: [f0] });
+        const ys = shapes.get(n0.outputs[0]!)!;
+        const L = lamOf(n0.outputs[0]!)!;
+        offsets.push(reduceRest(b.op('Mul', [L, f0]), ys.length));
+      }
+    }
+  }
+  const Lx = lamOf(xName);
+  const xs = shapes.get(xName)!;
+  const [xl, xu] = lu(xName);
+  let out: string;
+  if (!Lx) out = b.constF(new Float32Array(rows), [rows]);
+  else {
+    const R = b.reshape(Lx, [n, k, ...xs.slice(1)]);
+    const Rp = b.op('Relu', [R]);
+    const Rn = b.op('Sub', [R, Rp]);
+    const lower = b.op('Add', [b.op('Mul', [Rp, b.unsqueeze(xl, [1])]), b.op('Mul', [Rn, b.unsqueeze(xu, [1])])]);
+    out = b.reshape(reduceRest(b.reshape(lower, [rows, ...xs.slice(1)]), xs.length), [rows]);
+  }
+  const total = offsets.length ? b.op('Sum', [out, ...offsets]) : out;
+  return b.reshape(total, [n, k]);
 }

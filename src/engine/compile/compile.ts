@@ -15,7 +15,7 @@ import { GraphBuilder } from './builder.js';
 import { gradRule, type GradCtx } from './grad-rules.js';
 import { COMPILED_OPSET, emitNormalized, shapeLookup } from './normalize.js';
 import { NotCompilableError } from './errors.js';
-import { BOUNDS_EPS, BOUNDS_OUT, emitBounds } from './bounds.js';
+import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds } from './bounds.js';
 import { SyncSession, type OrtOut } from '../ort-sync.js';
 
 export { NotCompilableError };
@@ -25,8 +25,9 @@ interface DropMask { name: string; ratio: number; shape: number[] }
 
 interface Forward {
   fb: GraphBuilder;
-  /** scalar float inputs besides x and parameters (the ε of bound graphs) */
+  /** inputs besides x and parameters (the ε and spec of bound graphs) */
   extraInputs: string[];
+  classes: number;
   xName: string;
   xShape: number[];
   /** parameters fed as inputs (empty when baked) */
@@ -41,7 +42,7 @@ interface Forward {
 }
 
 const configKey = (batch: number, o: CompiledRunOptions): string =>
-  `${batch}|${o.boundsEps !== undefined ? 'ibp' : o.training}|${o.gradX}|${o.gradParams}`;
+  `${batch}|${o.bounds ? (o.bounds.spec ? 'crown' : 'ibp') : o.training}|${o.gradX}|${o.gradParams}`;
 const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
@@ -127,16 +128,17 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
     }
     emitNormalized(fb, n, p.opset, consts, shapeOf);
   }
-  return { fb, extraInputs: [], xName: inp.name, xShape, paramInputs, baked, bnStats, dropMasks, logits: p.outputs[0]!, consts };
+  return { fb, extraInputs: [], classes: (shapeOf(p.outputs[0]!).at(-1) as number) ?? 1, xName: inp.name, xShape, paramInputs, baked, bnStats, dropMasks, logits: p.outputs[0]!, consts };
 }
 
 /** The interval-bound form of an (inference-mode) forward graph: output Concat(lower, upper) of the logits. */
-function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean): Forward {
+function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean, crown: boolean, threads?: number): Forward {
   const f = emitForward(p, batch, false, withIndices, bake);
-  const fb = emitBounds(f.fb, f.xName, f.logits, shapeLookup(p, batch));
+  const shapes = crown ? probeShapes(f, threads) : undefined;
+  const fb = emitBounds(f.fb, f.xName, f.logits, shapeLookup(p, batch), shapes && { shapes, batch, classes: f.classes });
   const consts = new Map(f.consts);
   for (const t of fb.initializers) if (!consts.has(t.name ?? '')) consts.set(t.name!, decodeTensor(t));
-  return { ...f, fb, consts, extraInputs: [BOUNDS_EPS], logits: BOUNDS_OUT };
+  return { ...f, fb, consts, extraInputs: crown ? [BOUNDS_EPS, BOUNDS_SPEC] : [BOUNDS_EPS], logits: BOUNDS_OUT };
 }
 
 /**
@@ -144,8 +146,8 @@ function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, ba
  * to [0,1]: inputs x, `bounds/eps` and every parameter (by initializer name); output `bounds/logits`
  * = Concat(lower, upper) along the batch axis. Used by the per-op tfjs engines and by verification.
  */
-export function boundsModel(p: PreparedGraph, batch: number): Uint8Array {
-  const f = boundsForward(p, batch, false, false);
+export function boundsModel(p: PreparedGraph, batch: number, crown = false): Uint8Array {
+  const f = boundsForward(p, batch, false, false, crown);
   return modelBytes(f.fb, [f.logits]);
 }
 
@@ -309,8 +311,12 @@ export type AttackKind = 'logits' | 'grad' | 'step-linf' | 'step-l2';
 
 export interface CompiledRunOptions {
   training: boolean;
-  /** compute interval bounds of the logits for the L∞ ball of this radius instead: output [2N, classes] = lower; upper */
-  boundsEps?: number;
+  /**
+   * compute bounds of the logits over the L∞ ball of radius eps (∩ [0,1]) instead: output [2N, classes] =
+   * interval lower; upper, and with a spec [N, classes, classes] also the CROWN-IBP lower bounds of
+   * spec·logits ([3N, classes])
+   */
+  bounds?: { eps: number; spec?: Float32Array };
   /** gradient with respect to the input is needed */
   gradX: boolean;
   /** gradients with respect to the trainable parameters are needed */
@@ -455,7 +461,7 @@ export class CompiledNet {
     const hit = this.templates.get(key);
     if (hit) return hit;
     const needGrad = o.gradX || o.gradParams;
-    const f = o.boundsEps !== undefined ? boundsForward(this.p, batch, needGrad, bake) : emitForward(this.p, batch, o.training, needGrad, bake);
+    const f = o.bounds ? boundsForward(this.p, batch, needGrad, bake, !!o.bounds.spec, this.threads) : emitForward(this.p, batch, o.training, needGrad, bake);
     const outputs = [f.logits, ...f.bnStats.flatMap((s) => [s.mean, s.var])];
     const used = [...f.paramInputs, ...f.baked.keys()];
     const gradParams = o.gradParams ? used.filter((n) => this.p.params.get(n)!.trainable) : [];
@@ -582,7 +588,9 @@ export class CompiledNet {
       const feeds: Record<string, Feed> = { [f.xName]: { data: x.dataSync() as Float32Array, shape: x.shape } };
       f.paramInputs.forEach((n, i) => (feeds[n] = { data: pTensors[i]!.dataSync() as Float32Array, shape: pTensors[i]!.shape }));
       f.dropMasks.forEach((d, i) => (feeds[d.name] = { data: masks[i]!, shape: d.shape }));
-      for (const e of f.extraInputs) feeds[e] = { data: Float32Array.of(o.boundsEps ?? 0), shape: [] };
+      for (const e of f.extraInputs) {
+        feeds[e] = e === BOUNDS_SPEC ? { data: o.bounds!.spec!, shape: [x.shape[0]!, f.classes, f.classes] } : { data: Float32Array.of(o.bounds?.eps ?? 0), shape: [] };
+      }
       const outs = s.forward.run(feeds, t.forwardOutputs);
       const byName = new Map(t.forwardOutputs.map((n, i) => [n, outs[i]!]));
       const lo = byName.get(f.logits)!;

@@ -300,11 +300,22 @@ rule('ConvTranspose', (g) => {
     pads[i] = begin;
     pads[i + r] = total - begin - outPad[i]!;
   }
-  const dy = dy0(g);
-  const dx = g.need(0) ? g.b.op('Conv', [dy, g.x(1)], { strides, pads: pads.map((p) => Math.max(0, p)), dilations: dil, group, kernel_shape: kernel }) : undefined;
-  const dw = g.need(1) ? convFilterGrad(g.b, dy, g.x(0), ys, ws, xs, strides, pads, dil, group) : undefined;
-  const db = g.has(2) && g.need(2) ? g.b.reduce('ReduceSum', dy, [0, ...range(2, xs.length)], false) : undefined;
-  if (pads.some((p) => p < 0)) throw new Error('ConvTranspose with output beyond the full size has no gradient rule');
+  const dyFull = dy0(g);
+  // output rows beyond the full transposed convolution (output_padding) receive no input: crop them from
+  // the gradient, which leaves non-negative pads
+  let dy = dyFull;
+  let ysC = ys;
+  if (pads.some((p) => p < 0)) {
+    const axes = range(2, 2 + r);
+    const starts = range(0, r).map((i) => Math.max(0, -pads[i]!));
+    const ends = range(0, r).map((i) => ys[2 + i]! - Math.max(0, -pads[i + r]!));
+    dy = g.b.slice(dyFull, starts, ends, axes);
+    ysC = [ys[0]!, ys[1]!, ...range(0, r).map((i) => ends[i]! - starts[i]!)];
+  }
+  const padsC = pads.map((p) => Math.max(0, p));
+  const dx = g.need(0) ? g.b.op('Conv', [dy, g.x(1)], { strides, pads: padsC, dilations: dil, group, kernel_shape: kernel }) : undefined;
+  const dw = g.need(1) ? convFilterGrad(g.b, dy, g.x(0), ysC, ws, xs, strides, padsC, dil, group) : undefined;
+  const db = g.has(2) && g.need(2) ? g.b.reduce('ReduceSum', dyFull, [0, ...range(2, xs.length)], false) : undefined;
   return [dx, dw, db];
 });
 
@@ -502,6 +513,16 @@ rule('Slice', (g) => {
   } else {
     starts = g.ints(1); ends = g.ints(2); axes = g.has(3) ? g.ints(3) : starts.map((_, i) => i); steps = g.has(4) ? g.ints(4) : starts.map(() => 1);
   }
+  if (steps.every((s) => s === -1) && g.opset >= 10) {
+    // full reversals (flipped kernels): the gradient is the reversed gradient
+    const full = axes.every((a0, k) => {
+      const dim = xs[a0 < 0 ? a0 + r : a0]!;
+      const st = starts[k]! < 0 ? starts[k]! + dim : starts[k]!;
+      return st >= dim - 1 && ends[k]! <= -dim - 1;
+    });
+    if (!full) throw new Error('Slice with step −1 over part of an axis has no gradient rule');
+    return [g.b.op('Slice', [dy0(g), g.b.constI64(axes.map(() => -1)), g.b.constI64(axes.map(() => -(2 ** 31))), g.b.constI64(axes), g.b.constI64(axes.map(() => -1))])];
+  }
   if (steps.some((s) => s !== 1)) throw new Error('Slice with steps ≠ 1 has no gradient rule');
   const pads = new Array<number>(2 * r).fill(0);
   axes.forEach((a0, k) => {
@@ -544,4 +565,6 @@ rule(['Softmax', 'LogSoftmax'], (g) => {
 });
 
 rule('Dropout', (g) => [dy0(g)]);
+// comparisons and signs are piecewise constant: no gradient reaches their inputs
+rule(['Greater', 'Less', 'Equal', 'GreaterOrEqual', 'LessOrEqual', 'Sign', 'Not', 'And', 'Or'], () => []);
 rule('Expand', (g) => [reduceTo(g.b, dy0(g), g.outShape(0), g.inShape(0)), undefined]);
