@@ -12,6 +12,9 @@ import { makeRng } from '../src/util/rng.js';
 const engine = selectEngine('ort');
 const cpuEngine = { ...engine, kind: 'cpu' as const, description: 'cpu' };
 
+// gradients against per-op tfjs on the small nets (the pure-JS reference takes minutes on the deeper ones)
+const GRAD_CHECK = new Set(['mlp.onnx', 'small_cnn.onnx']);
+
 for (const file of ['mlp.onnx', 'small_cnn.onnx', 'vgg_bn.onnx', 'resnet_small.onnx']) {
   test(`${file}: IBP bounds are sound, engine-independent, exact at ε = 0`, () => {
     const g = TfGraph.fromModel(loadModel(`models/${file}`));
@@ -47,6 +50,7 @@ for (const file of ['mlp.onnx', 'small_cnn.onnx', 'vgg_bn.onnx', 'resnet_small.o
       const u0 = b0.upper.dataSync();
       for (let i = 0; i < z0.length; i++) assert.ok(Math.abs(l0[i]! - z0[i]!) < 1e-4 && Math.abs(u0[i]! - z0[i]!) < 1e-4);
       // the bound gap has gradients for the weights, and they agree between the engines
+      if (!GRAD_CHECK.has(file)) return;
       const vars = g.trainableNames().map((k) => g.variables.get(k)!);
       const gap = (nt: Net) => tf.variableGrads(() => tf.sum(tf.sub(nt.bounds(xt, eps).upper, nt.bounds(xt, eps).lower)) as tf.Scalar, vars);
       const ga = gap(net);
@@ -75,12 +79,12 @@ for (const file of ['mlp.onnx', 'small_cnn.onnx', 'resnet_small.onnx']) {
     const g = TfGraph.fromModel(loadModel(`models/${file}`));
     const net = new Net(g, engine);
     const ref = new Net(g, cpuEngine);
-    const n = 2;
+    const n = GRAD_CHECK.has(file) ? 2 : 1;
     const k = net.classes;
     const per = net.inputShape.reduce((a, b) => a * b, 1);
     const rng = makeRng('crown');
     const x = Float32Array.from({ length: n * per }, () => rng());
-    const labels = Int32Array.from([3, 7]);
+    const labels = Int32Array.from([3, 7]).slice(0, n);
     const eps = 0.005;
     tf.tidy(() => {
       const xt = tf.tensor(x, [n, ...net.inputShape]);
@@ -112,6 +116,7 @@ for (const file of ['mlp.onnx', 'small_cnn.onnx', 'resnet_small.onnx']) {
         crown += cm[i * k + j]!;
       }
       assert.ok(crown > ibp, `CROWN (${crown}) should be tighter than IBP (${ibp}) here`);
+      if (!GRAD_CHECK.has(file)) return;
       const vars = g.trainableNames().map((name) => g.variables.get(name)!);
       const grad = (nt: Net) => tf.variableGrads(() => tf.sum(nt.bounds(xt, eps, { labels }).crownMargins!) as tf.Scalar, vars).grads;
       const ga = grad(net);

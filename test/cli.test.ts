@@ -104,11 +104,11 @@ test('usage errors name the flag', () => {
 });
 
 test('train --json: every objective runs end to end on real data; the export runs in onnxruntime with the same predictions', () => {
-  for (const objective of ['natural', 'pgd', 'trades', 'smooth', 'ibp', 'mixtrain']) {
+  for (const objective of ['natural', 'pgd', 'trades', 'smooth', 'ibp', 'crown-ibp', 'mixtrain']) {
     const out = path.join(tmp, `mlp.${objective}.onnx`);
     const r = run('train', 'models/mlp.onnx', '--objective', objective, '--epochs', '1', '--train-limit', '1024', '--batch-size', '64', '--steps', '3', '--schedule', 'constant', '--eps', '0.05',
       // interval-bound training wants Adam at 1e-3 (as in Gowal et al.); the others SGD
-      ...(['ibp', 'mixtrain'].includes(objective) ? ['--optimizer', 'adam', '--lr', '0.001', '--eps-warmup', '0.5'] : ['--lr', '0.02', '--eps-warmup', '0']),
+      ...(['ibp', 'crown-ibp', 'mixtrain'].includes(objective) ? ['--optimizer', 'adam', '--lr', '0.001', '--eps-warmup', '0.5'] : ['--lr', '0.02', '--eps-warmup', '0']),
       '--eval-limit', '0', '--final-eval-limit', '200', '--eval-steps', '3', '--out', out, '--json');
     assert.equal(r.code, 0, `${objective}: ${r.err}`);
     const rep = JSON.parse(r.out);

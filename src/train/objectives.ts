@@ -195,7 +195,7 @@ class Ibp implements Objective {
   constructor(readonly config: ObjectiveConfig) {}
   describe(): string {
     const c = this.config;
-    return `IBP: L∞ ε ${c.eps} (ramp ${c.epsWarmup}→${c.epsWarmup + c.epsRamp} of training), κ ${c.kappaStart}→${c.kappaEnd}`;
+    return `IBP: L∞ ε ${c.eps} (ramp ${c.epsWarmup}→${+(c.epsWarmup + c.epsRamp).toFixed(3)} of training), κ ${c.kappaStart}→${c.kappaEnd}`;
   }
   prepare(ctx: StepContext, b: Batch): () => LossResult {
     const r = rampAt(this.config, ctx.progress);
@@ -219,7 +219,7 @@ class CrownIbp implements Objective {
   constructor(readonly config: ObjectiveConfig) {}
   describe(): string {
     const c = this.config;
-    return `CROWN-IBP: L∞ ε ${c.eps} (ramp ${c.epsWarmup}→${c.epsWarmup + c.epsRamp} of training), κ ${c.kappaStart}→${c.kappaEnd}, β ${c.crownBetaStart}→${c.crownBetaEnd}`;
+    return `CROWN-IBP: L∞ ε ${c.eps} (ramp ${c.epsWarmup}→${+(c.epsWarmup + c.epsRamp).toFixed(3)} of training), κ ${c.kappaStart}→${c.kappaEnd}, β ${c.crownBetaStart}→${c.crownBetaEnd}`;
   }
   prepare(ctx: StepContext, b: Batch): () => LossResult {
     const r = rampAt(this.config, ctx.progress);
