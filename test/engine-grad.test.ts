@@ -34,6 +34,9 @@ function conv(name: string, x: number[], w: number[], attrs: Record<string, numb
 const CASES: Case[] = [
   conv('Conv 3x3 stride 1 pad 1', [2, 3, 8, 8], [4, 3, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('Conv 3x3 stride 2 no pad', [2, 3, 9, 9], [4, 3, 3, 3], { strides: [2, 2] }),
+  conv('Conv 4x4 stride 2 pad 1, 8 channels (sub-pixel input gradient)', [2, 8, 10, 10], [4, 8, 4, 4], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('Conv 3x3 stride 2 pad 1 odd size, 8 channels', [2, 8, 9, 9], [3, 8, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('Conv 5x5 stride 3 SAME_UPPER, 8 channels', [2, 8, 11, 11], [3, 8, 5, 5], { strides: [3, 3], auto_pad: 'SAME_UPPER' }),
   conv('Conv 3x3 stride 2x1 asymmetric pads', [2, 2, 8, 7], [3, 2, 3, 3], { strides: [2, 1], pads: [0, 1, 1, 0] }, false),
   conv('Conv 3x3 dilation 2 pad 2', [2, 2, 9, 9], [3, 2, 3, 3], { dilations: [2, 2], pads: [2, 2, 2, 2] }),
   conv('Conv 3x3 stride 2 dilation 2', [2, 2, 11, 11], [3, 2, 3, 3], { strides: [2, 2], dilations: [2, 2] }),

@@ -401,3 +401,32 @@ defineOp('Pad', {
 export function toHostVal(v: Val): HostTensor {
   return isHost(v) ? v : tfToHost(v);
 }
+
+// DepthToSpace / SpaceToDepth (4-D, NCHW): reshape–transpose–reshape, as the ONNX spec defines them
+defineOp('DepthToSpace', {
+  unsupported(n) {
+    const mode = new Attrs(n).string('mode', 'DCR');
+    return mode === 'DCR' || mode === 'CRD' ? undefined : `mode '${mode}'`;
+  },
+  run(c) {
+    if (c.rank(0) !== 4) c.fail('input must be 4-D');
+    const s = c.a.int('blocksize', 1);
+    const [n, ch, h, w] = c.shape(0) as [number, number, number, number];
+    if (ch % (s * s)) c.fail(`channels ${ch} not divisible by blocksize² ${s * s}`);
+    const co = ch / (s * s);
+    const crd = c.a.string('mode', 'DCR') === 'CRD';
+    const x6 = tf.reshape(c.t(0), crd ? [n, co, s, s, h, w] : [n, s, s, co, h, w]);
+    const t = tf.transpose(x6, crd ? [0, 1, 4, 2, 5, 3] : [0, 3, 4, 1, 5, 2]);
+    return [tf.reshape(t, [n, co, h * s, w * s])];
+  },
+});
+defineOp('SpaceToDepth', {
+  run(c) {
+    if (c.rank(0) !== 4) c.fail('input must be 4-D');
+    const s = c.a.int('blocksize', 1);
+    const [n, ch, h, w] = c.shape(0) as [number, number, number, number];
+    if (h % s || w % s) c.fail(`spatial size ${h}x${w} not divisible by blocksize ${s}`);
+    const x6 = tf.reshape(c.t(0), [n, ch, h / s, s, w / s, s]);
+    return [tf.reshape(tf.transpose(x6, [0, 3, 5, 1, 2, 4]), [n, ch * s * s, h / s, w / s])];
+  },
+});
