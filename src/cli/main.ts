@@ -5,6 +5,7 @@ import { UserError } from '../util/errors.js';
 import { inspectCommand } from './inspect.js';
 import { checkCommand } from './check.js';
 import { trainCommand } from './train.js';
+import { pruneCommand } from './prune.js';
 
 export async function main(argv: string[]): Promise<void> {
   const cli: Argv = yargs(hideBin(argv))
@@ -14,6 +15,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(inspectCommand)
     .command(checkCommand)
     .command(trainCommand as never)
+    .command(pruneCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strictCommands()
     .strictOptions()

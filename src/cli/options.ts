@@ -58,10 +58,10 @@ export function objectiveFromArgs(a: Record<string, unknown>): ObjectiveConfig {
   };
 }
 
-export function withTraining<T>(y: Argv<T>, defaults: { epochs: number; lr: number }) {
-  return y
+export function withTraining<T>(y: Argv<T>, defaults: { epochs?: number; lr: number }) {
+  const y2 = defaults.epochs !== undefined ? y.option('epochs', { type: 'number', default: defaults.epochs }) : y;
+  return y2
     .option('data', { type: 'string', default: 'fashion-mnist', describe: 'fashion-mnist (embedded) | fashion-mnist:<dir> | mnist:<dir> | idx:<images.gz>,<labels.gz>[;<test images>,<test labels>]' })
-    .option('epochs', { type: 'number', default: defaults.epochs })
     .option('batch-size', { type: 'number', default: 128 })
     .option('lr', { type: 'number', default: defaults.lr, describe: 'learning rate' })
     .option('optimizer', { type: 'string', default: 'sgd', choices: ['sgd', 'adam'] })

@@ -41,6 +41,10 @@ export interface TrainTarget {
   afterStep?: () => void;
   /** extra variables saved in checkpoints (e.g. masks) */
   extra?: Map<string, tf.Variable>;
+  /** a term added to the loss inside the tape (e.g. ADMM's augmented-Lagrangian penalty) */
+  penalty?: () => tf.Scalar;
+  /** after each epoch, before its checkpoint (e.g. ADMM's Z and U updates) */
+  afterEpoch?: (epoch: number) => void;
 }
 
 export interface EpochStats {
@@ -212,7 +216,7 @@ export async function trainLoop(net: Net, data: { train: Dataset; test: Dataset 
           const pred = tf.argMax(res.logits, -1).dataSync();
           for (let i = 0; i < m; i++) if (pred[i] === yd[i]) hitCount++;
           updates = new Map([...res.updates].map(([k, v]) => [k, tf.keep(v)]));
-          return res.loss;
+          return target.penalty ? (tf.add(res.loss, target.penalty()) as tf.Scalar) : res.loss;
         }, [...target.vars.values()]);
         const lossV = value.dataSync()[0]!;
         if (Number.isFinite(lossV)) {
@@ -248,6 +252,7 @@ export async function trainLoop(net: Net, data: { train: Dataset; test: Dataset 
         tf.engine().endScope();
       }
     }
+    target.afterEpoch?.(epoch);
     history.push(stats);
     save(epoch);
     if (!cfg.quiet) {

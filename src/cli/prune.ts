@@ -1,0 +1,132 @@
+// `onnx-hydra prune`: HYDRA / Adv-LWM / Adv-ADMM pruning with robust fine-tuning, exported as ONNX.
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import type { CommandModule } from 'yargs';
+import { loadModel, saveModel } from '../onnx/model.js';
+import { TfGraph } from '../graph/graph.js';
+import { selectEngine, type BackendChoice } from '../engine/select.js';
+import { Net } from '../engine/net.js';
+import { checkDataFitsModel, loadData } from '../data/index.js';
+import { makeObjective } from '../train/objectives.js';
+import type { TrainConfig } from '../train/trainer.js';
+import { METHODS, pruneNet, type PruneMethod } from '../prune/prune.js';
+import { sparsityOf } from '../prune/masks.js';
+import { evaluateRobustness } from '../verify/robustness.js';
+import { compareWithOrt } from '../verify/equivalence.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { UserError } from '../util/errors.js';
+import { parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
+import { derivedPath, objectiveFromArgs, optimizerFromArgs, withBackend, withObjective, withTraining } from './options.js';
+
+type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
+
+export const pruneCommand: CommandModule<object, Args> = {
+  command: 'prune <model>',
+  describe: 'prune a (robustly trained) ONNX classifier with HYDRA, Adv-LWM or Adv-ADMM, fine-tune, export',
+  builder: (y) =>
+    withTraining(withObjective(withBackend(withModelOptions(y)), 'trades'), { lr: 0.1 })
+      .option('method', { type: 'string', default: 'hydra', choices: METHODS as unknown as string[], describe: 'hydra: importance scores (Sehwag et al. 2020); lwm: robust magnitude pruning; admm: Adv-ADMM (Ye et al. 2019)' })
+      .option('sparsity', { type: 'number', default: 0.99, describe: 'fraction of the prunable weights removed, in (0,1)' })
+      .option('allocation', { type: 'string', default: 'layer', choices: ['layer', 'global'], describe: 'top-k per layer (HYDRA) or one global threshold' })
+      .option('score-init', { type: 'string', default: 'scaled', choices: ['scaled', 'kaiming'], describe: 'hydra: sqrt(6/fan_in)·w/max|w| (the paper), or kaiming-uniform' })
+      .option('prune-epochs', { type: 'number', default: 3, describe: 'epochs of score training (hydra) or ADMM (admm); lwm has none' })
+      .option('finetune-epochs', { type: 'number', default: 3 })
+      .option('finetune-lr', { type: 'number', default: 0.01 })
+      .option('rho', { type: 'number', default: 0.01, describe: 'admm: initial penalty ρ' })
+      .option('rho-growth', { type: 'number', default: 1.5, describe: 'admm: ρ multiplied by this after every epoch' })
+      .option('structure', { type: 'string', default: 'irregular', choices: ['irregular', 'filter'], describe: 'admm: weight or whole-filter sparsity' })
+      .option('out', { type: 'string', describe: 'pruned model (default: <model>.<method>-<sparsity>.onnx)' })
+      .option('eval-eps', { type: 'number', describe: 'ε of the final PGD evaluation (default: --eps)' })
+      .option('eval-steps', { type: 'number', default: 20 })
+      .option('final-eval-limit', { type: 'number', describe: 'test images of the final evaluation (default: all)' })
+      .option('quiet', { type: 'boolean', default: false }) as never,
+  handler: async (a) => {
+    const t0 = performance.now();
+    const quiet = !!a.quiet || !!a.json;
+    const log = (s: string): void => void (!a.quiet && process.stderr.write(`${s}\n`));
+    const sparsity = Number(a.sparsity);
+    if (!(sparsity > 0 && sparsity < 1)) throw new UserError(`--sparsity must be in (0, 1) (the fraction of weights removed), got ${a.sparsity}`);
+    for (const [flag, min] of [['prune-epochs', 0], ['finetune-epochs', 0], ['batch-size', 1]] as const) {
+      const v = Number(a[flag]);
+      if (!Number.isInteger(v) || v < min) throw new UserError(`--${flag} must be an integer ≥ ${min}, got ${a[flag]}`);
+    }
+    for (const flag of ['lr', 'finetune-lr']) if (!(Number(a[flag]) > 0)) throw new UserError(`--${flag} must be > 0, got ${a[flag]}`);
+    const method = a.method as PruneMethod;
+    const objCfg = objectiveFromArgs(a);
+    const objective = makeObjective(objCfg);
+    const { optimizer, schedule } = optimizerFromArgs(a);
+    const out = a.out ?? derivedPath(a.model, `${method}-${sparsity}`);
+    if (path.resolve(out) === path.resolve(a.model)) throw new UserError(`--out '${out}' would overwrite the input model; choose another file`);
+    const data = loadData(String(a.data));
+    const model = loadModel(a.model);
+    const graph = TfGraph.fromModel(model, { inputShapes: parseInputShapes(a['input-shape'] as string[] | undefined) });
+    if (!graph.prunableNames().length) throw new UserError(`${a.model}: no prunable layer (Conv/ConvTranspose/Gemm/MatMul weights)`);
+    const engine = selectEngine(a.backend as BackendChoice);
+    const net = new Net(graph, engine);
+    checkDataFitsModel(data.train, graph.inputs[0]!.shape, net.classes);
+    log(`engine: ${net.describe()}`);
+    log(`objective: ${objective.describe()}; ${method} to ${pct(sparsity, 1)} sparsity`);
+    const checkpointDir = (a['checkpoint-dir'] as string | undefined) ?? `${out}.ckpt`;
+    const base = {
+      batchSize: Number(a['batch-size']), schedule, seed: Number(a.seed),
+      augment: { cropPad: a.augment ? Number(a['crop-pad']) : 0, flip: !!a.augment },
+      trainLimit: a['train-limit'] !== undefined ? Number(a['train-limit']) : undefined,
+      evalLimit: Number(a['eval-limit']), resume: !!a.resume, quiet,
+    };
+    const phase1: TrainConfig = { ...base, epochs: Number(a['prune-epochs']), optimizer, label: `${method}:${method === 'admm' ? 'admm' : 'scores'}` };
+    const phase2: TrainConfig = { ...base, epochs: Number(a['finetune-epochs']), optimizer: { ...optimizer, lr: Number(a['finetune-lr']) }, label: `${method}:finetune` };
+    const res = await pruneNet(net, data, objective, {
+      method, sparsity, allocation: a.allocation as 'layer' | 'global', scoreInit: a['score-init'] as 'scaled' | 'kaiming',
+      rho: Number(a.rho), rhoGrowth: Number(a['rho-growth']), structure: a.structure as 'irregular' | 'filter',
+      prune: phase1, finetune: phase2, checkpointDir, resume: !!a.resume, quiet,
+    });
+    const bytes = saveModel(graph.exportModel(), out);
+    const fileBytes = fs.readFileSync(out);
+    const gz = zlib.gzipSync(fileBytes, { level: 9 }).length;
+    const origGz = zlib.gzipSync(fs.readFileSync(a.model), { level: 9 }).length;
+    // sparsity as written to the file (exact zeros), per prunable layer
+    const exported = TfGraph.fromModel(loadModel(out));
+    const values = new Map(exported.prunableNames().map((n) => [n, exported.variables.get(n)!.dataSync() as Float32Array]));
+    const sp = sparsityOf(values, new Map([...exported.params].map(([k, v]) => [k, v.node])));
+    exported.dispose();
+    const evalEps = a['eval-eps'] !== undefined ? Number(a['eval-eps']) : objCfg.eps > 0 ? objCfg.eps : 0.1;
+    const evalSteps = Number(a['eval-steps']);
+    const limit = a['final-eval-limit'] !== undefined ? Number(a['final-eval-limit']) : undefined;
+    const rob = evaluateRobustness(net, data.test, {
+      limit, seed: Number(a.seed), quiet,
+      pgd: evalSteps > 0 ? { eps: evalEps, alpha: (2.5 * evalEps) / evalSteps, steps: evalSteps, norm: objCfg.norm, randomStart: true, restarts: 1 } : undefined,
+    });
+    const frozen = net.frozen();
+    const agreement = await compareWithOrt(out, data.test.x, data.test.y, data.test.shape, (x, n) => frozen.logits(x, n), { limit });
+    const report = {
+      command: 'prune', model: a.model, out, engine: net.describe(),
+      method, sparsity_target: sparsity, allocation: a.allocation, score_init: method === 'hydra' ? a['score-init'] : undefined,
+      admm: method === 'admm' ? { rho: Number(a.rho), rho_growth: Number(a['rho-growth']), structure: a.structure } : undefined,
+      objective: { ...objCfg, description: objective.describe() },
+      data: { spec: data.spec, train: base.trainLimit ?? data.train.length, test: data.test.length },
+      phases: res.phases, resumed: res.resumed,
+      sparsity: sp,
+      final: { n: rob.n, benign_acc: rob.benign_acc, pgd_acc: rob.pgd_acc, pgd: rob.pgd },
+      export: { file: out, bytes, gzip_bytes: gz, original_gzip_bytes: origGz, onnxruntime: agreement },
+      checkpoint_dir: checkpointDir,
+      seconds: (performance.now() - t0) / 1000,
+    };
+    writeFileAtomic(`${out}.report.json`, JSON.stringify(report, null, 2));
+    if (a.json) printJson(report);
+    else {
+      const phaseRows = res.phases.flatMap((p) => p.history.map((h) => [p.name, h.epoch, h.lr.toPrecision(3), h.loss.toFixed(4), pct(h.train_acc, 2), h.test_acc !== undefined ? pct(h.test_acc, 2) : '-', h.images_per_second.toFixed(0)]));
+      process.stdout.write(
+        `${a.model} → ${out}\n  engine     ${report.engine}\n  objective  ${objective.describe()}\n  method     ${method}, ${pct(sparsity, 1)} of prunable weights removed (${a.allocation})\n\n` +
+        (phaseRows.length ? table(['phase', 'epoch', 'lr', 'loss', 'train acc', 'test acc', 'img/s'], phaseRows) + '\n\n' : '') +
+        table(['layer', 'params', 'zeros', 'sparsity'], [...sp.layers.map((l) => [l.node || l.name, l.params, l.zeros, pct(l.sparsity, 2)]), ['all prunable', sp.params, sp.zeros, pct(sp.sparsity, 2)]]) + '\n\n' +
+        `  benign accuracy  ${pct(rob.benign_acc, 2)}  (${rob.n} test images)\n` +
+        (rob.pgd_acc !== undefined ? `  PGD-${evalSteps} accuracy  ${pct(rob.pgd_acc, 2)}  (${objCfg.norm} ε ${evalEps})\n` : '') +
+        `  file  ${bytes} bytes, ${gz} gzip-compressed (the input model: ${origGz} gzip-compressed)\n` +
+        `  onnxruntime on the export: ${pct(agreement.prediction_agreement, 2)} same predictions, accuracy ${pct(agreement.ort_accuracy, 2)}\n` +
+        `  report: ${out}.report.json   (${report.seconds.toFixed(0)} s)\n`,
+      );
+    }
+    net.dispose();
+  },
+};
