@@ -130,3 +130,29 @@ test('train: clear one-line errors for bad flags and data that does not fit', ()
   assertOneLineError(run('train', 'models/mlp.onnx', '--data', 'idx:/nonexistent.gz,/x.gz', '--out', path.join(tmp, 'x.onnx')), /nonexistent/);
   assertOneLineError(run('train', 'models/mlp.onnx', '--out', 'models/mlp.onnx'), /would overwrite the input model/);
 });
+
+test('prune: one-line errors before any training for a bad sparsity, no prunable layer, data of the wrong shape', () => {
+  const out = path.join(tmp, 'p.onnx');
+  assertOneLineError(run('prune', 'models/small_cnn.onnx', '--sparsity', '1', '--out', out), /--sparsity must be in \(0, 1\)/);
+  assertOneLineError(run('prune', 'models/small_cnn.onnx', '--sparsity', '0', '--out', out), /--sparsity must be in \(0, 1\)/);
+  const relu = path.join(tmp, 'relu.onnx');
+  fs.writeFileSync(relu, encode(buildModel({ inputs: [{ name: 'x', shape: ['N', 1, 28, 28] }], outputs: [{ name: 'y', shape: ['N', 1, 28, 28] }], nodes: [node('Relu', ['x'], ['y'])] })));
+  assertOneLineError(run('prune', relu, '--out', out), /no prunable layer/);
+  assertOneLineError(run('prune', 'models/vgg_bn.onnx', '--out', out), /has images of shape \[1,28,28\], the model expects \[3,32,32\]/);
+});
+
+test('prune --json: HYDRA end to end; the exported file has the requested sparsity and runs in onnxruntime', () => {
+  const out = path.join(tmp, 'small_cnn.hydra.onnx');
+  const r = run('prune', 'models/small_cnn.onnx', '--method', 'hydra', '--sparsity', '0.9', '--objective', 'natural', '--prune-epochs', '1', '--finetune-epochs', '1',
+    '--train-limit', '512', '--eval-limit', '0', '--final-eval-limit', '200', '--eval-steps', '2', '--out', out, '--json');
+  assert.equal(r.code, 0, r.err);
+  const rep = JSON.parse(r.out);
+  assert.equal(rep.method, 'hydra');
+  assert.ok(Math.abs(rep.sparsity.sparsity - 0.9) < 1e-3, `sparsity ${rep.sparsity.sparsity}`);
+  for (const l of rep.sparsity.layers) assert.equal(l.params - l.zeros, Math.ceil(0.1 * l.params - 1e-9), l.name);
+  assert.equal(rep.export.onnxruntime.prediction_agreement, 1);
+  assert.ok(rep.export.gzip_bytes < rep.export.original_gzip_bytes / 3, 'pruned file compresses');
+  const ins = run('inspect', out, '--json');
+  assert.equal(ins.code, 0, ins.err);
+  assert.match(ins.out, /"sparsity"/);
+});

@@ -171,8 +171,9 @@ export async function pruneNet(net: Net, data: Pick<DataSplits, 'train' | 'test'
 
   // fine-tune the kept weights: pruned ones are reset to exact zeros after every step
   const maskT = new Map([...masks].map(([n, m]) => [n, tf.keep(tf.tensor(m, W.get(n)!.shape))]));
+  // (+ 0 turns the −0 of pruned negative weights into +0: exact zeros in the file)
   const afterStep = (): void => {
-    for (const [n, w] of W) tf.tidy(() => w.assign(tf.mul(w, maskT.get(n)!)));
+    for (const [n, w] of W) tf.tidy(() => w.assign(tf.add(tf.mul(w, maskT.get(n)!), 0)));
   };
   if (c.finetune.epochs > 0) {
     const r = await trainLoop(net, data, objective, { vars: trainable, afterStep }, { ...c.finetune, checkpointDir: dir('finetune'), resume: c.resume });
@@ -185,5 +186,5 @@ export async function pruneNet(net: Net, data: Pick<DataSplits, 'train' | 'test'
 }
 
 export function applyMasks(W: Map<string, tf.Variable>, masks: Map<string, Float32Array>): void {
-  for (const [n, w] of W) tf.tidy(() => w.assign(tf.mul(w, tf.tensor(masks.get(n)!, w.shape))));
+  for (const [n, w] of W) tf.tidy(() => w.assign(tf.add(tf.mul(w, tf.tensor(masks.get(n)!, w.shape)), 0)));
 }
