@@ -12,6 +12,8 @@ import { makeObjective } from '../train/objectives.js';
 import type { TrainConfig } from '../train/trainer.js';
 import { METHODS, pruneNet, type PruneMethod } from '../prune/prune.js';
 import { sparsityOf } from '../prune/masks.js';
+import { quantizeInt8 } from '../quant/qdq.js';
+import { toSparseInitializers } from '../onnx/sparse.js';
 import { evaluateRobustness } from '../verify/robustness.js';
 import { compareWithOrt } from '../verify/equivalence.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -37,6 +39,11 @@ export const pruneCommand: CommandModule<object, Args> = {
       .option('rho-growth', { type: 'number', default: 1.5, describe: 'admm: ρ multiplied by this after every epoch' })
       .option('structure', { type: 'string', default: 'irregular', choices: ['irregular', 'filter'], describe: 'admm: weight or whole-filter sparsity' })
       .option('out', { type: 'string', describe: 'pruned model (default: <model>.<method>-<sparsity>.onnx)' })
+      .option('quantize', { type: 'string', default: 'none', choices: ['none', 'int8'], describe: 'also write <out>.int8.onnx: QDQ, per-channel int8 weights, uint8 activations' })
+      .option('calibration', { type: 'string', default: 'minmax', choices: ['minmax', 'percentile'], describe: 'int8 activation ranges' })
+      .option('calibration-size', { type: 'number', default: 512, describe: 'training images used for calibration' })
+      .option('percentile', { type: 'number', default: 99.99, describe: 'percentile calibration: covered percentile of activation values' })
+      .option('sparse-format', { type: 'string', default: 'dense', choices: ['dense', 'sparse-initializer'], describe: 'store pruned weights dense (exact zeros) or as ONNX sparse initializers' })
       .option('eval-eps', { type: 'number', describe: 'ε of the final PGD evaluation (default: --eps)' })
       .option('eval-steps', { type: 'number', default: 20 })
       .option('final-eval-limit', { type: 'number', describe: 'test images of the final evaluation (default: all)' })
@@ -81,7 +88,19 @@ export const pruneCommand: CommandModule<object, Args> = {
       rho: Number(a.rho), rhoGrowth: Number(a['rho-growth']), structure: a.structure as 'irregular' | 'filter',
       prune: phase1, finetune: phase2, checkpointDir, resume: !!a.resume, quiet,
     });
-    const bytes = saveModel(graph.exportModel(), out);
+    let exportedModel = graph.exportModel();
+    let sparseFormat = String(a['sparse-format']);
+    let sparseNote: string | undefined;
+    if (sparseFormat === 'sparse-initializer') {
+      const r = await toSparseInitializers(exportedModel, graph.prunableNames());
+      if (r.ok) exportedModel = r.model;
+      else {
+        sparseFormat = 'dense';
+        sparseNote = `onnxruntime-node did not load sparse initializers (${r.why}); kept dense`;
+        log(`note: ${sparseNote}`);
+      }
+    }
+    const bytes = saveModel(exportedModel, out);
     const fileBytes = fs.readFileSync(out);
     const gz = zlib.gzipSync(fileBytes, { level: 9 }).length;
     const origGz = zlib.gzipSync(fs.readFileSync(a.model), { level: 9 }).length;
@@ -99,6 +118,19 @@ export const pruneCommand: CommandModule<object, Args> = {
     });
     const frozen = net.frozen();
     const agreement = await compareWithOrt(out, data.test.x, data.test.y, data.test.shape, (x, n) => frozen.logits(x, n), { limit });
+    let int8: Record<string, unknown> | undefined;
+    if (a.quantize === 'int8') {
+      const qFile = out.replace(/\.onnx$/, '') + '.int8.onnx';
+      const cn = Math.min(Number(a['calibration-size']), data.train.length);
+      const per = data.train.shape.reduce((p, d) => p * d, 1);
+      const q = await quantizeInt8(loadModel(out), { x: data.train.x.subarray(0, cn * per), shape: [cn, ...data.train.shape] }, { calibration: a.calibration as 'minmax' | 'percentile', percentile: Number(a.percentile) });
+      const qBytes = saveModel(q.model, qFile);
+      const qa = await compareWithOrt(qFile, data.test.x, data.test.y, data.test.shape, (x, n) => frozen.logits(x, n), { limit });
+      int8 = {
+        file: qFile, bytes: qBytes, gzip_bytes: zlib.gzipSync(fs.readFileSync(qFile), { level: 9 }).length, calibration: a.calibration, calibration_images: cn,
+        accuracy: qa.ort_accuracy, float_accuracy: agreement.ort_accuracy, agreement_with_float: qa.prediction_agreement, quantized: q.report,
+      };
+    }
     const report = {
       command: 'prune', model: a.model, out, engine: net.describe(),
       method, sparsity_target: sparsity, allocation: a.allocation, score_init: method === 'hydra' ? a['score-init'] : undefined,
@@ -108,7 +140,8 @@ export const pruneCommand: CommandModule<object, Args> = {
       phases: res.phases, resumed: res.resumed,
       sparsity: sp,
       final: { n: rob.n, benign_acc: rob.benign_acc, pgd_acc: rob.pgd_acc, pgd: rob.pgd },
-      export: { file: out, bytes, gzip_bytes: gz, original_gzip_bytes: origGz, onnxruntime: agreement },
+      export: { file: out, format: sparseFormat, note: sparseNote, bytes, gzip_bytes: gz, original_gzip_bytes: origGz, onnxruntime: agreement },
+      int8,
       checkpoint_dir: checkpointDir,
       seconds: (performance.now() - t0) / 1000,
     };
@@ -124,6 +157,7 @@ export const pruneCommand: CommandModule<object, Args> = {
         (rob.pgd_acc !== undefined ? `  PGD-${evalSteps} accuracy  ${pct(rob.pgd_acc, 2)}  (${objCfg.norm} ε ${evalEps})\n` : '') +
         `  file  ${bytes} bytes, ${gz} gzip-compressed (the input model: ${origGz} gzip-compressed)\n` +
         `  onnxruntime on the export: ${pct(agreement.prediction_agreement, 2)} same predictions, accuracy ${pct(agreement.ort_accuracy, 2)}\n` +
+        (int8 ? `  int8 QDQ: ${int8.file} (${int8.bytes} bytes, ${int8.gzip_bytes} gzip-compressed), onnxruntime accuracy ${pct(int8.accuracy as number, 2)} (float ${pct(agreement.ort_accuracy, 2)}), ${pct(int8.agreement_with_float as number, 2)} same predictions as float\n` : '') +
         `  report: ${out}.report.json   (${report.seconds.toFixed(0)} s)\n`,
       );
     }

@@ -1,4 +1,5 @@
 // A description of any ONNX model (ours or not): structure, support, parameters and sparsity.
+import { densifySparse } from '../onnx/sparse.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -49,9 +50,10 @@ export function sha256(bytes: Uint8Array): string {
   return crypto.createHash('sha256').update(bytes).digest('hex');
 }
 
-export function summarize(model: OnnxModel, opts: { inputShapes?: Record<string, number[]> } = {}): ModelSummary {
+export function summarize(source: OnnxModel, opts: { inputShapes?: Record<string, number[]> } = {}): ModelSummary {
+  const bytes = source.file && fs.existsSync(source.file) ? fs.readFileSync(source.file) : encodeModel(source);
+  const model = densifySparse(source);
   const g = model.proto.graph!;
-  const bytes = model.file && fs.existsSync(model.file) ? fs.readFileSync(model.file) : encodeModel(model);
   const baseDir = model.file ? path.dirname(model.file) : undefined;
   const order = topoOrder(g.node ?? [], []);
   const nodes = order.map((i) => parseNode(g.node![i]!, i, baseDir));

@@ -1,5 +1,6 @@
 // ONNX graph → trainable tfjs graph: preparation (support check, parameter discovery, constant folding)
 // and execution.
+import { densifySparse } from '../onnx/sparse.js';
 import { tf, ensureBackend } from '../engine/tf.js';
 import { cloneModel, declaredElemType, declaredShape, realInputs, topoOrder, type Dim, type OnnxModel } from '../onnx/model.js';
 import { decodeTensor, dtypeFromCode, isFloat, overwriteTensorData, type DType, type HostTensor } from '../onnx/tensor.js';
@@ -74,7 +75,12 @@ export class PreparedGraph {
   readonly batchFree: boolean;
   readonly opset: number;
 
-  constructor(readonly model: OnnxModel, opts: PrepareOptions = {}) {
+  readonly model: OnnxModel;
+
+  constructor(source: OnnxModel, opts: PrepareOptions = {}) {
+    // sparse initializers (e.g. pruned weights) are read as dense tensors; exports write them dense
+    const model = densifySparse(source);
+    this.model = model;
     const g = model.proto.graph!;
     this.opset = model.opset;
     const baseDir = model.file ? path.dirname(model.file) : undefined;
@@ -88,7 +94,6 @@ export class PreparedGraph {
       .filter((x) => x.reason)
       .map(({ n, reason }) => ({ opType: n.opType, domain: n.domain, node: n.name || `#${n.index}`, reason: reason === 'no converter for this op' ? undefined : reason }));
     if (bad.length) throw new UnsupportedOpsError(bad);
-    if ((g.sparseInitializer ?? []).length) throw new OnnxError(`sparse initializers are not supported as inputs yet ('${g.sparseInitializer![0]!.values?.name}')`);
 
     // 2. initializers and parameters
     const inits = new Map<string, HostTensor>();
