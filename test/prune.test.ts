@@ -42,12 +42,13 @@ test('top-k keeps exactly ⌈k·n⌉ weights per layer, the largest |score|, tie
   assert.throws(() => computeMasks(new Map([['a', Float32Array.of(1)]]), 1, 'layer'), /--sparsity must be in \(0, 1\)/);
 });
 
-test('the straight-through gradient reaches the scores (dL/ds = dL/dw_eff ⊙ w) and never the frozen weights', () => {
+test('the straight-through gradient reaches the scores (dL/ds = dL/dw_eff ⊙ w ⊙ sign(s)) and never the frozen weights', () => {
   const w = tf.variable(tf.tensor1d([1, -2, 3, -4]), false);
-  const s = tf.variable(tf.tensor1d([0.1, 0.4, 0.3, 0.2]), true, 'score:test');
+  // a negative score ranks by |s| and its gradient goes through the absolute value
+  const s = tf.variable(tf.tensor1d([0.1, -0.4, 0.3, 0.2]), true, 'score:test');
   const coeff = tf.tensor1d([1, 2, 3, 4]);
   const { grads } = tf.variableGrads(() => tf.sum(tf.mul(maskedWeightSTE(w, s, 2), coeff)) as tf.Scalar, [s]);
-  assert.deepEqual(Array.from(grads[s.name]!.dataSync()), [1, -4, 9, -16]);
+  assert.deepEqual(Array.from(grads[s.name]!.dataSync()), [1, 4, 9, -16]);
   const eff = maskedWeightSTE(w, s, 2).dataSync();
   assert.deepEqual(Array.from(eff, (v) => v + 0), [0, -2, 3, 0]);
 });

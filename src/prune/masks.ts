@@ -53,8 +53,9 @@ export function computeMasks(scores: Map<string, Float32Array>, sparsity: number
 }
 
 /**
- * HYDRA's straight-through subnet: forward w ⊙ topk(|s|), backward dL/ds = dL/d(w⊙m) ⊙ w (the mask's
- * gradient passed straight through). `w` is a constant here (frozen weights).
+ * HYDRA's straight-through subnet: forward w ⊙ topk(|s|), backward dL/ds = dL/d(w⊙m) ⊙ w ⊙ sign(s) (the
+ * mask's gradient passed straight through to |s|, then through the absolute value, as in the reference
+ * code's GetSubnet(scores.abs())). `w` is a constant here (frozen weights).
  */
 const maskCache = new Map<string, { id: object; keep: number; mask: tf.Tensor }>();
 
@@ -69,8 +70,8 @@ export function maskedWeightSTE(w: tf.Tensor, s: tf.Variable, keep: number): tf.
   }
   const m = hit.mask;
   const f = tf.customGrad((sv: unknown) => {
-    void sv;
-    return { value: tf.mul(w, m), gradFunc: (dy: tf.Tensor) => [tf.mul(dy, w)] };
+    const st = sv as tf.Tensor;
+    return { value: tf.mul(w, m), gradFunc: (dy: tf.Tensor) => [tf.mul(tf.mul(dy, w), tf.sign(st))] };
   });
   return f(s) as tf.Tensor;
 }

@@ -41,7 +41,7 @@ export interface CrownOptions {
   classes: number;
 }
 
-export function emitBounds(src: GraphBuilder, xName: string, logits: string, shapeOf: (name: string) => number[], crown?: CrownOptions): GraphBuilder {
+export function emitBounds(src: GraphBuilder, xName: string, logits: string, shapeOf: (name: string) => number[], crown?: CrownOptions, margins = false): GraphBuilder {
   const b = new GraphBuilder(COMPILED_OPSET, 'ibp');
   for (const i of src.inputs) b.input(i.name, i.dtype, i.shape);
   b.initializers.push(...src.initializers);
@@ -196,12 +196,73 @@ export function emitBounds(src: GraphBuilder, xName: string, logits: string, sha
     }
   });
   if (!iv.has(logits)) throw new BoundsUnsupportedError('interval bounds (IBP): the output does not depend on the input');
+  if (margins) {
+    b.add('Identity', [emitMargins(b, src, logits, iv, lu, cr, shapeOf)], {}, [BOUNDS_OUT]);
+    b.setOutputs([BOUNDS_OUT]);
+    return b;
+  }
   const [l, u] = lu(logits);
   const parts = [l, u];
   if (crown) parts.push(emitCrown(b, src, xName, logits, iv, lu, crown));
   b.add('Concat', parts, { axis: 0 }, [BOUNDS_OUT]);
   b.setOutputs([BOUNDS_OUT]);
   return b;
+}
+
+/**
+ * IBP lower bounds of the margins spec·logits ([N, classes]; spec `bounds/spec` [N, classes, classes]). When
+ * the logits come from a last linear layer (Gemm, MatMul, MatMul + constant Add) the spec is folded into
+ * its weights (W' = W·specᵀ per example) and the interval of the layer's input is pushed through W'
+ * directly, as IBP papers do (the "elision" of the last layer): tighter than differences of logit bounds.
+ * Otherwise lower(spec·z) = spec⁺·l − spec⁻·u from the logit interval.
+ */
+function emitMargins(b: GraphBuilder, src: GraphBuilder, logits: string, iv: Map<string, Iv>, lu: (v: string) => [string, string], cr: (v: string) => [string, string], shapeOf: (name: string) => number[]): string {
+  const [n, k] = shapeOf(logits) as [number, number];
+  const spec = b.input(BOUNDS_SPEC, 'float32', [n, k, k]);
+  const specT = b.op('Transpose', [spec], { perm: [0, 2, 1] });
+  const nodes = src.nodes.map((p, i) => parseNode(p, i));
+  const producer = (v: string) => nodes.find((x) => x.outputs.includes(v));
+  const constant = (v: string | undefined): boolean => !!v && !iv.has(v);
+  const fin = producer(logits);
+  let h: string | undefined;
+  let w: string | undefined;
+  let alpha = 1;
+  let bias: string | undefined;
+  if (fin?.opType === 'Gemm' && iv.has(fin.inputs[0]!) && constant(fin.inputs[1]) && (!fin.inputs[2] || constant(fin.inputs[2]))) {
+    const a = new Attrs(fin);
+    if (!a.int('transA', 0)) {
+      h = fin.inputs[0]!;
+      w = a.int('transB', 0) ? b.op('Transpose', [fin.inputs[1]!], { perm: [1, 0] }) : fin.inputs[1]!;
+      alpha = a.float('alpha', 1);
+      if (fin.inputs[2]) bias = b.op('Mul', [fin.inputs[2], b.scalarF(a.float('beta', 1))]);
+    }
+  } else {
+    let mm = fin;
+    if (fin?.opType === 'Add') {
+      const [p0, p1] = fin.inputs as [string, string];
+      const [data, other] = iv.has(p0) && constant(p1) ? [p0, p1] : iv.has(p1) && constant(p0) ? [p1, p0] : [undefined, undefined];
+      mm = data ? producer(data) : undefined;
+      if (mm?.opType === 'MatMul') bias = other;
+    }
+    if (mm?.opType === 'MatMul' && iv.has(mm.inputs[0]!) && constant(mm.inputs[1]) && shapeOf(mm.inputs[0]!).length === 2 && shapeOf(mm.inputs[1]!).length === 2) {
+      h = mm.inputs[0]!;
+      w = mm.inputs[1]!;
+    } else bias = undefined;
+  }
+  if (h && w) {
+    // W' [N, F, k] = W [F, k] · specᵀ; centre and radius of the layer input through it
+    const ws = b.op('MatMul', [w, specT]);
+    const [c, r] = cr(h);
+    const mc = b.reshape(b.op('MatMul', [b.unsqueeze(c, [1]), ws]), [n, k]);
+    const mr = b.reshape(b.op('MatMul', [b.unsqueeze(r, [1]), b.op('Abs', [ws])]), [n, k]);
+    let lower = b.op('Sub', [alpha === 1 ? mc : b.op('Mul', [mc, b.scalarF(alpha)]), alpha === 1 ? mr : b.op('Mul', [mr, b.scalarF(Math.abs(alpha))])]);
+    if (bias) lower = b.op('Add', [lower, b.reshape(b.op('MatMul', [spec, b.reshape(bias, [k, 1])]), [n, k])]);
+    return lower;
+  }
+  const [l, u] = lu(logits);
+  const sp = b.op('Relu', [spec]);
+  const sn = b.op('Relu', [b.op('Neg', [spec])]);
+  return b.reshape(b.op('Sub', [b.op('MatMul', [sp, b.unsqueeze(l, [2])]), b.op('MatMul', [sn, b.unsqueeze(u, [2])])]), [n, k]);
 }
 
 /** ops that are linear maps of their data inputs (no offset) */

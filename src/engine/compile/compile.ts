@@ -132,10 +132,10 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
 }
 
 /** The interval-bound form of an (inference-mode) forward graph: output Concat(lower, upper) of the logits. */
-function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean, crown: boolean, threads?: number): Forward {
+function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean, crown: boolean, threads?: number, margins = false): Forward {
   const f = emitForward(p, batch, false, withIndices, bake);
   const shapes = crown ? probeShapes(f, threads) : undefined;
-  const fb = emitBounds(f.fb, f.xName, f.logits, shapeLookup(p, batch), shapes && { shapes, batch, classes: f.classes });
+  const fb = emitBounds(f.fb, f.xName, f.logits, shapeLookup(p, batch), shapes && { shapes, batch, classes: f.classes }, margins);
   const consts = new Map(f.consts);
   for (const t of fb.initializers) if (!consts.has(t.name ?? '')) consts.set(t.name!, decodeTensor(t));
   return { ...f, fb, consts, extraInputs: crown ? [BOUNDS_EPS, BOUNDS_SPEC] : [BOUNDS_EPS], logits: BOUNDS_OUT };
@@ -148,6 +148,16 @@ function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, ba
  */
 export function boundsModel(p: PreparedGraph, batch: number, crown = false): Uint8Array {
   const f = boundsForward(p, batch, false, false, crown);
+  return modelBytes(f.fb, [f.logits]);
+}
+
+/**
+ * A standalone ONNX model computing IBP lower bounds of the margins spec·logits over the L∞ ball of radius
+ * eps (∩ [0,1]), the spec folded into the last linear layer when there is one: inputs x, `bounds/eps`,
+ * `bounds/spec` [batch, classes, classes] and every parameter; output `bounds/logits` [batch, classes].
+ */
+export function marginBoundsModel(p: PreparedGraph, batch: number): Uint8Array {
+  const f = boundsForward(p, batch, false, false, false, undefined, true);
   return modelBytes(f.fb, [f.logits]);
 }
 

@@ -1,0 +1,265 @@
+// `verify`: the verdict on the ONNX file onnxruntime-node runs: benign accuracy, white-box PGD (gradients
+// from onnx-hydra's graph of the same file, every candidate re-checked by onnxruntime), the black-box
+// Square attack on the artifact, randomized-smoothing certification and IBP verified accuracy.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { loadModel, declaredShape, realInputs } from '../onnx/model.js';
+import { stripQdq } from '../quant/qdq.js';
+import { TfGraph, type PrepareOptions } from '../graph/graph.js';
+import { Net } from '../engine/net.js';
+import { selectEngine, type BackendChoice } from '../engine/select.js';
+import { checkDataFitsModel, type Dataset } from '../data/index.js';
+import { pgdAttack } from '../train/attacks.js';
+import { makeRng } from '../util/rng.js';
+import { progressBar } from '../util/progress.js';
+import { UserError } from '../util/errors.js';
+import type { Provider } from '../runtime/ort.js';
+import { OrtClassifier, argmaxRows } from './classifier.js';
+import type { PgdEvalConfig } from './robustness.js';
+import { squareAttack, type SquareConfig } from './square.js';
+import { ABSTAIN, certify, predictSmoothed, type SmoothingConfig } from './smoothing.js';
+import { marginLowerBounds, verifiedFlags } from './ibp.js';
+
+export interface VerifyOptions {
+  model: string;
+  data: Dataset;
+  dataSpec: string;
+  limit?: number;
+  batch: number;
+  provider: Provider;
+  backend: BackendChoice;
+  prepare?: PrepareOptions;
+  pgd?: PgdEvalConfig;
+  square?: SquareConfig;
+  ibp?: { eps: number };
+  smoothing?: SmoothingConfig & { radii: number[]; mode: 'certify' | 'predict' | 'both' };
+  seed: number;
+  quiet: boolean;
+  log?: (s: string) => void;
+}
+
+interface Timed { seconds: number; images_per_second: number }
+export interface VerifyReport {
+  command: 'verify';
+  model: { file: string; sha256: string; bytes: number; quantized: boolean; opset: number };
+  data: { spec: string; split: string; n: number; image_shape: number[]; classes: number };
+  engine?: string;
+  provider: Provider;
+  seed: number;
+  benign: { acc: number; correct: number } & Timed;
+  pgd?: { acc: number; settings: PgdEvalConfig; candidates: number; ort_tfjs_disagreements: number; disagreement_rate: number } & Timed;
+  square?: { acc: number; settings: SquareConfig; queries: number; mean_queries: number } & Timed;
+  robust?: { acc: number; attacks: string[]; note: string };
+  ibp?: { verified_acc: number; eps: number; verified: number; broken_by_attack: number; method: string } & Timed;
+  smoothing?: {
+    settings: SmoothingConfig; certified: { radius: number; acc: number }[]; abstain_rate: number; mean_radius_correct: number;
+    predict?: { acc: number; abstain_rate: number };
+  } & Timed;
+  warnings: string[];
+  seconds: number;
+}
+
+const rate = (n: number, s: number): number => (s > 0 ? n / s : 0);
+
+export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
+  const t0 = performance.now();
+  const log = o.log ?? (() => {});
+  const bytes = fs.readFileSync(o.model);
+  const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
+  const model = loadModel(new Uint8Array(bytes));
+  const stripped = stripQdq(model);
+  const inputs = realInputs(model.proto.graph!);
+  if (inputs.length !== 1) throw new UserError(`${o.model}: expected a classifier with one input, the model has ${inputs.length}`);
+  const declared = declaredShape(inputs[0]!) ?? [];
+  const d = o.data;
+  const n = Math.min(o.limit ?? d.length, d.length);
+  if (n < 1) throw new UserError('--limit must be ≥ 1');
+  const per = d.shape[0] * d.shape[1] * d.shape[2];
+  const x = d.x.subarray(0, n * per);
+  const y = d.y.subarray(0, n);
+  checkDataFitsModel(d, declared.length === 4 ? declared : ['N', ...d.shape]);
+
+  const clf0 = await OrtClassifier.open(o.model, [...d.shape], 1, { provider: o.provider, maxBatch: o.batch });
+  const classes = (await clf0.logits(x.subarray(0, per), 1).catch((e: Error) => {
+    throw new UserError(`onnxruntime-node cannot run ${o.model} on images of shape [${d.shape}]: ${e.message.split('\n')[0]}`);
+  })).length;
+  await clf0.release();
+  checkDataFitsModel(d, ['N', ...d.shape], classes);
+  const clf = await OrtClassifier.open(o.model, [...d.shape], classes, { provider: o.provider, maxBatch: o.batch });
+  const warnings: string[] = [];
+  const report: VerifyReport = {
+    command: 'verify',
+    model: { file: o.model, sha256, bytes: bytes.length, quantized: stripped.quantized, opset: model.opset },
+    data: { spec: o.dataSpec, split: 'test', n, image_shape: [...d.shape], classes },
+    provider: clf.provider,
+    seed: o.seed,
+    benign: { acc: 0, correct: 0, seconds: 0, images_per_second: 0 },
+    warnings,
+    seconds: 0,
+  };
+  try {
+    // benign
+    let t = performance.now();
+    const correct = new Uint8Array(n);
+    const bar = progressBar('benign', n, { quiet: o.quiet });
+    for (let s = 0; s < n; s += o.batch) {
+      const m = Math.min(o.batch, n - s);
+      const p = await clf.predict(x.subarray(s * per, (s + m) * per), m);
+      for (let r = 0; r < m; r++) if (p[r] === y[s + r]) correct[s + r] = 1;
+      bar.update(s + m);
+    }
+    bar.stop();
+    let sec = (performance.now() - t) / 1000;
+    const nCorrect = correct.reduce((a, v) => a + v, 0);
+    report.benign = { acc: nCorrect / n, correct: nCorrect, seconds: sec, images_per_second: rate(n, sec) };
+    log(`benign accuracy ${(100 * report.benign.acc).toFixed(2)}% (${nCorrect}/${n})`);
+
+    // the float graph for gradients and bounds (QDQ: dequantised weights, straight-through activations)
+    let graph: TfGraph | undefined;
+    let net: Net | undefined;
+    if (o.pgd || o.ibp) {
+      graph = TfGraph.fromModel(stripped.model, o.prepare);
+      if (o.pgd) {
+        net = new Net(graph, selectEngine(o.backend));
+        report.engine = net.describe();
+      }
+    }
+    const attacked: string[] = [];
+    const robust = correct.slice();
+    let pgdAlive: Uint8Array | undefined;
+    try {
+      if (o.pgd && net) {
+        t = performance.now();
+        const c = o.pgd;
+        const f = net.frozen();
+        const rng = makeRng(`${o.seed}:verify-pgd`);
+        const alive = correct.slice();
+        let candidates = 0;
+        let disagree = 0;
+        const pb = progressBar(`PGD-${c.steps}`, n, { quiet: o.quiet });
+        let done = 0;
+        for (let s = 0; s < n; s += o.batch) {
+          const m = Math.min(o.batch, n - s);
+          const xs = x.subarray(s * per, (s + m) * per);
+          const ys = y.subarray(s, s + m);
+          for (let rs = 0; rs < Math.max(1, c.restarts); rs++) {
+            if (!alive.subarray(s, s + m).some((v) => v)) break;
+            const adv = pgdAttack(f, xs, ys, m, classes, c, rng);
+            const ortPred = await clf.predict(adv, m);
+            const tfPred = argmaxRows(f.logits(adv, m), m, classes);
+            for (let r = 0; r < m; r++) {
+              if (!alive[s + r]) continue;
+              candidates++;
+              if (ortPred[r] !== tfPred[r]) disagree++;
+              if (ortPred[r] !== ys[r]) alive[s + r] = 0;
+            }
+          }
+          for (let r = 0; r < m; r++) done += alive[s + r]!;
+          pb.update(s + m, { robust: done / (s + m) });
+        }
+        pb.stop();
+        sec = (performance.now() - t) / 1000;
+        const acc = alive.reduce((a, v) => a + v, 0) / n;
+        report.pgd = { acc, settings: c, candidates, ort_tfjs_disagreements: disagree, disagreement_rate: candidates ? disagree / candidates : 0, seconds: sec, images_per_second: rate(n, sec) };
+        for (let i = 0; i < n; i++) robust[i] &= alive[i]!;
+        attacked.push(`PGD-${c.steps}`);
+        pgdAlive = alive;
+        log(`PGD-${c.steps} accuracy ${(100 * acc).toFixed(2)}%`);
+        if (disagree > 0.05 * candidates && candidates > 20) {
+          warnings.push(`onnxruntime and onnx-hydra's graph disagree on ${((100 * disagree) / candidates).toFixed(1)}% of the PGD candidates${stripped.quantized ? ' (expected for an int8 model: gradients come from its float graph)' : ''}`);
+        }
+      }
+      if (o.square) {
+        t = performance.now();
+        const alive = correct.slice();
+        const sb = progressBar(`Square-${o.square.queries}`, o.square.queries, { quiet: o.quiet });
+        const q = await squareAttack(clf, x, y, n, d.shape, alive, o.square, makeRng(`${o.seed}:verify-square`), sb);
+        sb.stop();
+        sec = (performance.now() - t) / 1000;
+        const acc = alive.reduce((a, v) => a + v, 0) / n;
+        report.square = { acc, settings: o.square, queries: q, mean_queries: q / Math.max(1, nCorrect), seconds: sec, images_per_second: rate(n, sec) };
+        for (let i = 0; i < n; i++) robust[i] &= alive[i]!;
+        attacked.push(`Square-${o.square.queries}`);
+        log(`Square accuracy ${(100 * acc).toFixed(2)}%`);
+        if (report.pgd && acc < report.pgd.acc) {
+          warnings.push(`the black-box Square attack (${(100 * acc).toFixed(2)}%) beat white-box PGD (${(100 * report.pgd.acc).toFixed(2)}%): the float graph's gradients may be masked or may not transfer to this artifact`);
+        }
+      }
+      if (attacked.length) {
+        report.robust = {
+          acc: robust.reduce((a, v) => a + v, 0) / n, attacks: attacked,
+          note: 'an example counts as robust only if onnxruntime classifies it correctly under every attack (per-example worst case, ≤ the minimum of the attacks\' accuracies)',
+        };
+      }
+      if (o.ibp && graph) {
+        t = performance.now();
+        const ib = progressBar('IBP', n, { quiet: o.quiet });
+        const lower = await marginLowerBounds(graph, x, y, n, o.ibp.eps, { batch: o.batch, provider: o.provider, bar: ib });
+        ib.stop();
+        const v = verifiedFlags(lower, y, n, classes);
+        let broken = 0;
+        for (let i = 0; i < n; i++) if (v[i] && (!correct[i] || (pgdAlive && !pgdAlive[i] && o.pgd!.eps <= o.ibp.eps))) broken++;
+        sec = (performance.now() - t) / 1000;
+        const verified = v.reduce((a, b) => a + b, 0);
+        report.ibp = {
+          verified_acc: verified / n, eps: o.ibp.eps, verified, broken_by_attack: broken,
+          method: 'interval bound propagation, class differences folded into the last linear layer, input box clipped to [0,1]',
+          seconds: sec, images_per_second: rate(n, sec),
+        };
+        if (stripped.quantized) warnings.push('IBP bounds are computed on the float graph of this int8 model (dequantised weights, no activation rounding); they are not a proof for the integer kernels');
+        if (broken) warnings.push(`${broken} examples verified by IBP were misclassified or broken by an attack: the bounds are unsound for this model, please report it`);
+        log(`IBP verified accuracy ${(100 * report.ibp.verified_acc).toFixed(2)}% at ε ${o.ibp.eps}`);
+      }
+    } finally {
+      net?.dispose();
+      if (!net) graph?.dispose();
+    }
+
+    if (o.smoothing) {
+      t = performance.now();
+      const c = o.smoothing;
+      const rng = makeRng(`${o.seed}:verify-smoothing`);
+      const radii = c.radii;
+      const cert = new Array(radii.length).fill(0);
+      let abstain = 0;
+      let sumRadius = 0;
+      let certCorrect = 0;
+      let pCorrect = 0;
+      let pAbstain = 0;
+      const sbar = progressBar(`smoothing σ ${c.sigma}`, n, { quiet: o.quiet });
+      for (let i = 0; i < n; i++) {
+        const xi = x.subarray(i * per, (i + 1) * per);
+        if (c.mode !== 'predict') {
+          const r = await certify(clf, xi, c, rng);
+          if (r.prediction === ABSTAIN) abstain++;
+          else if (r.prediction === y[i]) {
+            certCorrect++;
+            sumRadius += r.radius;
+            radii.forEach((rad, j) => r.radius >= rad && cert[j]++);
+          }
+        }
+        if (c.mode !== 'certify') {
+          const p = await predictSmoothed(clf, xi, c, rng);
+          if (p === ABSTAIN) pAbstain++;
+          else if (p === y[i]) pCorrect++;
+        }
+        sbar.update(i + 1, c.mode !== 'predict' ? { certified: cert[0] / (i + 1) } : { acc: pCorrect / (i + 1) });
+      }
+      sbar.stop();
+      sec = (performance.now() - t) / 1000;
+      const { radii: _r, mode: _m, ...settings } = c;
+      report.smoothing = {
+        settings,
+        certified: c.mode !== 'predict' ? radii.map((radius, j) => ({ radius, acc: cert[j] / n })) : [],
+        abstain_rate: abstain / n,
+        mean_radius_correct: certCorrect ? sumRadius / certCorrect : 0,
+        ...(c.mode !== 'certify' ? { predict: { acc: pCorrect / n, abstain_rate: pAbstain / n } } : {}),
+        seconds: sec, images_per_second: rate(n, sec),
+      };
+    }
+  } finally {
+    await clf.release();
+  }
+  report.seconds = (performance.now() - t0) / 1000;
+  return report;
+}
