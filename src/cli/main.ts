@@ -6,6 +6,7 @@ import { inspectCommand } from './inspect.js';
 import { checkCommand } from './check.js';
 import { trainCommand } from './train.js';
 import { pruneCommand } from './prune.js';
+import { verifyCommand } from './verify.js';
 
 export async function main(argv: string[]): Promise<void> {
   const cli: Argv = yargs(hideBin(argv))
@@ -16,6 +17,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(checkCommand)
     .command(trainCommand as never)
     .command(pruneCommand as never)
+    .command(verifyCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strictCommands()
     .strictOptions()

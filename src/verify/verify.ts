@@ -13,7 +13,7 @@ import { pgdAttack } from '../train/attacks.js';
 import { makeRng } from '../util/rng.js';
 import { progressBar } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
-import type { Provider } from '../runtime/ort.js';
+import { createSession, runSession, type Provider } from '../runtime/ort.js';
 import { OrtClassifier, argmaxRows } from './classifier.js';
 import type { PgdEvalConfig } from './robustness.js';
 import { squareAttack, type SquareConfig } from './square.js';
@@ -79,11 +79,16 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
   const y = d.y.subarray(0, n);
   checkDataFitsModel(d, declared.length === 4 ? declared : ['N', ...d.shape]);
 
-  const clf0 = await OrtClassifier.open(o.model, [...d.shape], 1, { provider: o.provider, maxBatch: o.batch });
-  const classes = (await clf0.logits(x.subarray(0, per), 1).catch((e: Error) => {
-    throw new UserError(`onnxruntime-node cannot run ${o.model} on images of shape [${d.shape}]: ${e.message.split('\n')[0]}`);
-  })).length;
-  await clf0.release();
+  const probe = await createSession(o.model, { provider: o.provider });
+  let classes: number;
+  try {
+    const [z] = await runSession(probe, [{ data: x.slice(0, per), shape: [1, ...d.shape] }]);
+    classes = z!.data.length;
+  } catch (e) {
+    throw new UserError(`onnxruntime-node cannot run ${o.model} on images of shape [${d.shape}]: ${(e as Error).message.split('\n')[0]}`);
+  } finally {
+    await probe.session.release();
+  }
   checkDataFitsModel(d, ['N', ...d.shape], classes);
   const clf = await OrtClassifier.open(o.model, [...d.shape], classes, { provider: o.provider, maxBatch: o.batch });
   const warnings: string[] = [];
