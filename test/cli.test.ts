@@ -156,3 +156,46 @@ test('prune --json: HYDRA end to end; the exported file has the requested sparsi
   assert.equal(ins.code, 0, ins.err);
   assert.match(ins.out, /"sparsity"/);
 });
+
+test('verify: one-line errors for data of the wrong shape or label count, ε < 0, σ ≤ 0, n0 > n, unknown keys', () => {
+  assertOneLineError(run('verify', 'models/vgg_bn.onnx', '--limit', '10'), /has images of shape \[1,28,28\], the model expects \[3,32,32\]/);
+  const five = path.join(tmp, 'five.onnx');
+  fs.writeFileSync(five, encode(buildModel({
+    inputs: [{ name: 'x', shape: ['N', 1, 28, 28] }], outputs: [{ name: 'z', shape: ['N', 5] }],
+    nodes: [node('Flatten', ['x'], ['f']), node('Gemm', ['f', 'W'], ['z'])], initializers: [floatInit('W', [784, 5], new Array(784 * 5).fill(0.01))],
+  })));
+  assertOneLineError(run('verify', five, '--limit', '10', '--benign'), /has 10 classes, the model outputs 5/);
+  assertOneLineError(run('verify', 'models/small_cnn.onnx', '--pgd', 'eps=-0.1'), /--pgd: eps must be ≥ 0, got '-0.1'/);
+  assertOneLineError(run('verify', 'models/small_cnn.onnx', '--smoothing', 'sigma=0'), /--smoothing: sigma must be > 0/);
+  assertOneLineError(run('verify', 'models/small_cnn.onnx', '--smoothing', 'n0=500,n=100'), /n0 \(500\) must not exceed n \(100\)/);
+  assertOneLineError(run('verify', 'models/small_cnn.onnx', '--pgd', 'epsilon=0.1'), /--pgd: unknown key 'epsilon'/);
+  assertOneLineError(run('verify', 'models/small_cnn.onnx', '--provider', 'cuda'), /CUDA/);
+});
+
+test('verify --json: every metric on an int8 QDQ artifact; the report names the model, data, provider and settings', async () => {
+  const { quantizeInt8 } = await import('../src/quant/qdq.js');
+  const { loadModel, saveModel } = await import('../src/onnx/model.js');
+  const { loadData } = await import('../src/data/index.js');
+  const d = loadData('fashion-mnist').train;
+  const q = await quantizeInt8(loadModel('models/small_cnn.onnx'), { x: d.x.subarray(0, 128 * 784), shape: [128, 1, 28, 28] }, { calibration: 'minmax', percentile: 99.99 });
+  const file = path.join(tmp, 'small_cnn.int8.onnx');
+  saveModel(q.model, file);
+  const r = run('verify', file, '--limit', '40', '--pgd', 'steps=3', '--square', 'queries=30', '--ibp', 'eps=0.001', '--smoothing', 'n0=10,n=100,sigma=0.1', '--json');
+  assert.equal(r.code, 0, r.err);
+  const rep = JSON.parse(r.out);
+  assert.equal(rep.model.quantized, true);
+  assert.match(rep.model.sha256, /^[0-9a-f]{64}$/);
+  assert.equal(rep.data.n, 40);
+  assert.equal(rep.provider, 'cpu');
+  assert.equal(rep.pgd.settings.steps, 3);
+  assert.equal(rep.pgd.settings.eps, 0.1);
+  for (const k of ['benign', 'pgd', 'square', 'ibp', 'smoothing']) assert.ok(rep[k].seconds >= 0, k);
+  assert.ok(rep.robust.acc <= Math.min(rep.pgd.acc, rep.square.acc));
+  assert.ok(rep.pgd.acc <= rep.benign.acc && rep.square.acc <= rep.benign.acc);
+  assert.equal(rep.smoothing.certified.length, 5);
+  const out = path.join(tmp, 'v.json');
+  const t = run('verify', 'models/small_cnn.onnx', '--limit', '20', '--benign', '--json', out);
+  assert.equal(t.code, 0, t.err);
+  assert.match(t.out, /benign/);
+  assert.equal(JSON.parse(fs.readFileSync(out, 'utf8')).benign.correct >= 0, true);
+});

@@ -7,7 +7,7 @@ import { verifyModel, type VerifyReport } from '../verify/verify.js';
 import type { PgdEvalConfig } from '../verify/robustness.js';
 import type { SquareConfig } from '../verify/square.js';
 import type { SmoothingConfig } from '../verify/smoothing.js';
-import { availableProviders, type Provider } from '../runtime/ort.js';
+import { availableProviders, cudaInstalled, CUDA_HINT, type Provider } from '../runtime/ort.js';
 import { BACKENDS, type BackendChoice } from '../engine/select.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
@@ -77,8 +77,8 @@ export const verifyCommand: CommandModule<object, Args> = {
     if (!Number.isInteger(batch) || batch < 1) throw new UserError(`--batch-size must be an integer ≥ 1, got ${a['batch-size']}`);
     if (a.limit !== undefined && !(Number.isInteger(Number(a.limit)) && Number(a.limit) >= 1)) throw new UserError(`--limit must be an integer ≥ 1, got ${a.limit}`);
     const provider = a.provider as Provider;
-    if (provider === 'cuda' && !availableProviders().includes('cuda')) {
-      throw new UserError('--provider cuda: this onnxruntime-node has no CUDA provider; reinstall it with CUDA 12: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node (or use --provider cpu)');
+    if (provider === 'cuda' && !(availableProviders().includes('cuda') && cudaInstalled())) {
+      throw new UserError(`--provider cuda: onnxruntime-node's CUDA provider is not installed; ${CUDA_HINT}`);
     }
     const data = loadData(String(a.data));
     const d = data.test;

@@ -1,4 +1,7 @@
 // onnxruntime-node sessions: the reference runtime that verdicts are based on.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
 import * as ort from 'onnxruntime-node';
 import { encodeModel, type OnnxModel } from '../onnx/model.js';
 import { UserError } from '../util/errors.js';
@@ -22,8 +25,24 @@ export function availableProviders(): string[] {
   }
 }
 
+/**
+ * Whether onnxruntime-node's CUDA provider library is installed (the default install skips it; asking a
+ * session for CUDA without it makes the native library print errors before failing).
+ */
+export function cudaInstalled(): boolean {
+  try {
+    const dist = path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node'));
+    return fs.existsSync(path.join(dist, '..', 'bin', 'napi-v6', process.platform, process.arch, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so'));
+  } catch {
+    return false;
+  }
+}
+
+export const CUDA_HINT = 'reinstall onnxruntime-node with CUDA 12 support: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node, or use --provider cpu';
+
 export async function createSession(model: OnnxModel | Uint8Array | string, opts: { provider?: Provider; threads?: number } = {}): Promise<OrtSession> {
   const provider = opts.provider ?? 'cpu';
+  if (provider === 'cuda' && !cudaInstalled()) throw new UserError(`onnxruntime-node's CUDA provider is not installed; ${CUDA_HINT}`);
   const src = typeof model === 'string' ? model : model instanceof Uint8Array ? model : encodeModel(model);
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: [provider],
@@ -37,7 +56,7 @@ export async function createSession(model: OnnxModel | Uint8Array | string, opts
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0]!;
     if (provider === 'cuda') {
-      throw new UserError(`onnxruntime-node cannot use CUDA here (${msg}); reinstall it with CUDA 12 support: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node, or use --provider cpu`);
+      throw new UserError(`onnxruntime-node cannot use CUDA here (${msg}); ${CUDA_HINT}`);
     }
     throw new UserError(`onnxruntime-node cannot load the model: ${msg}`);
   }
