@@ -19,4 +19,10 @@ for s in 0.9 0.99; do
     fi
   done
 done
+# the verdict on the exported files, by onnxruntime-node: benign, PGD-20 (step 0.0125) and, as in the
+# PyTorch reference run, PGD-10 (step 0.01)
+for f in "$OUT"/pretrained.onnx "$OUT"/hydra-*.onnx "$OUT"/lwm-*.onnx "$OUT"/admm-*.onnx; do
+  [ -f "$f.verify.json" ] || $HYDRA verify "$f" --data fashion-mnist --pgd steps=20,eps=0.1 --quiet --json "$f.verify.json" > /dev/null
+  [ -f "$f.verify-pgd10.json" ] || $HYDRA verify "$f" --data fashion-mnist --pgd steps=10,eps=0.1,alpha=0.01 --quiet --json "$f.verify-pgd10.json" > /dev/null
+done
 node "$(dirname "$0")/summarize.mjs" "$OUT"
