@@ -14,7 +14,7 @@ import { loadModel, encodeModel } from '../src/onnx/model.js';
 import { TfGraph } from '../src/graph/graph.js';
 import { createSession, runSession } from '../src/runtime/ort.js';
 import { loadData } from '../src/data/index.js';
-import { makeRng } from '../src/util/rng.js';
+import { addGaussian, makeRng } from '../src/util/rng.js';
 import { buildModel, encode, floatInit, node } from './helpers/build-model.js';
 
 test('Clopper-Pearson bounds and the binomial test match published values and closed forms', () => {
@@ -31,6 +31,25 @@ test('Clopper-Pearson bounds and the binomial test match published values and cl
   }
   assert.equal(clopperPearsonLower(0, 50, 0.001), 0);
   assert.ok(Math.abs(gaussianRadius(0.5, 0.975) - 0.5 * 1.959963985) < 1e-8);
+});
+
+test('smoothing noise (ziggurat): variance and the tail masses beyond 1, 2, 3 σ match the normal distribution', () => {
+  const n = 4_000_000;
+  const out = new Float32Array(n);
+  const base = Float32Array.from({ length: 784 }, (_, i) => i / 784);
+  addGaussian(makeRng('zig'), base, 0.5, out);
+  let s2 = 0;
+  const tails = [0, 0, 0];
+  for (let i = 0; i < n; i++) {
+    const z = (out[i]! - base[i % 784]!) / 0.5;
+    s2 += z * z;
+    for (let k = 0; k < 3; k++) if (Math.abs(z) > k + 1) tails[k]!++;
+  }
+  assert.ok(Math.abs(s2 / n - 1) < 4 * Math.sqrt(2 / n), `variance ${s2 / n}`);
+  [0.3173105, 0.0455003, 0.0026998].forEach((p, k) => {
+    const f = tails[k]! / n;
+    assert.ok(Math.abs(f - p) < 4 * Math.sqrt((p * (1 - p)) / n), `P(|z| > ${k + 1}) = ${f}, expected ${p}`);
+  });
 });
 
 /** f(x) = [w·x + b, 0] on 1×4×4 images: the smoothed classifier's exact radius is (w·x + b)/‖w‖. */

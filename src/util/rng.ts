@@ -8,6 +8,8 @@ export interface Rng {
   (): number;
   /** standard normal */
   normal(): number;
+  /** 32 random bits as a signed integer (the same stream as `()`) */
+  int32(): number;
   state(): number[];
 }
 
@@ -52,6 +54,17 @@ export function makeRng(seed: string | number, state?: number[]): Rng {
     spare = v * f;
     return u * f;
   };
+  rng.int32 = () => {
+    const r = Math.imul(rotl(Math.imul(b, 5), 7), 9);
+    const t = b << 9;
+    c ^= a;
+    d ^= b;
+    b ^= c;
+    a ^= d;
+    c ^= t;
+    d = rotl(d, 11);
+    return r | 0;
+  };
   rng.state = () => [a, b, c, d];
   return rng;
 }
@@ -71,4 +84,81 @@ export function permutation(n: number, rng: () => number): Int32Array {
     p[j] = t;
   }
   return p;
+}
+
+// Ziggurat tables (Marsaglia & Tsang 2000, 128 layers), built once.
+const ZK = new Float64Array(128);
+const ZW = new Float64Array(128);
+const ZF = new Float64Array(128);
+{
+  const m1 = 2147483648;
+  let dn = 3.442619855899;
+  let tn = dn;
+  const vn = 9.91256303526217e-3;
+  const q = vn / Math.exp(-0.5 * dn * dn);
+  ZK[0] = (dn / q) * m1;
+  ZK[1] = 0;
+  ZW[0] = q / m1;
+  ZW[127] = dn / m1;
+  ZF[0] = 1;
+  ZF[127] = Math.exp(-0.5 * dn * dn);
+  for (let i = 126; i >= 1; i--) {
+    dn = Math.sqrt(-2 * Math.log(vn / dn + Math.exp(-0.5 * dn * dn)));
+    ZK[i + 1] = (dn / tn) * m1;
+    tn = dn;
+    ZF[i] = Math.exp(-0.5 * dn * dn);
+    ZW[i] = dn / m1;
+  }
+}
+
+/**
+ * out[i] = base[i % base.length] + sigma · N(0, 1) for i < out.length: Gaussian noise by the ziggurat method
+ * (Marsaglia & Tsang 2000; the layer index drawn from separate bits, as Doornik recommends), ~4x faster
+ * than the polar method. Hand-written: randomized smoothing draws ~10⁷ normals per certified image and no
+ * maintained JS library fills seeded normals at that rate.
+ */
+export function addGaussian(rng: Rng, base: Float32Array, sigma: number, out: Float32Array): void {
+  const per = base.length;
+  const R = 3.442619855899;
+  // a local xoshiro128** seeded from the caller's stream: state in registers inside the hot loop
+  let a = rng.int32();
+  let b = rng.int32();
+  let c = rng.int32();
+  let d = rng.int32();
+  if (!(a | b | c | d)) a = 1;
+  const next = (): number => {
+    const r = Math.imul(rotl(Math.imul(b, 5), 7), 9);
+    const t = b << 9;
+    c ^= a;
+    d ^= b;
+    b ^= c;
+    a ^= d;
+    c ^= t;
+    d = rotl(d, 11);
+    return r | 0;
+  };
+  const uni = (): number => (next() >>> 0) / 4294967296;
+  for (let i = 0, j = 0; i < out.length; i++, j++) {
+    if (j === per) j = 0;
+    let x: number;
+    for (;;) {
+      const hz = next();
+      const iz = next() & 127;
+      x = hz * ZW[iz]!;
+      if (Math.abs(hz) < ZK[iz]!) break;
+      if (iz === 0) {
+        // the tail beyond R
+        let t: number;
+        let y: number;
+        do {
+          t = -Math.log(1 - uni()) / R;
+          y = -Math.log(1 - uni());
+        } while (y + y < t * t);
+        x = hz > 0 ? R + t : -R - t;
+        break;
+      }
+      if (ZF[iz]! + uni() * (ZF[iz - 1]! - ZF[iz]!) < Math.exp(-0.5 * x * x)) break;
+    }
+    out[i] = base[j]! + sigma * x;
+  }
 }

@@ -8,7 +8,7 @@ import normalQuantile from '@stdlib/stats-base-dists-normal-quantile';
 import binomialCdf from '@stdlib/stats-base-dists-binomial-cdf';
 import type { OrtClassifier } from './classifier.js';
 import { argmaxRows } from './classifier.js';
-import type { Rng } from '../util/rng.js';
+import { addGaussian, type Rng } from '../util/rng.js';
 
 export const ABSTAIN = -1;
 
@@ -48,21 +48,36 @@ export function gaussianRadius(sigma: number, pA: number): number {
   return sigma * normalQuantile(pA, 0, 1);
 }
 
-/** Class counts of f(x + δ) over `num` noise draws for one image x. */
+/**
+ * Class counts of f(x + δ) over `num` noise draws for one image x. Double-buffered: the next batch of noise
+ * is drawn while onnxruntime-node classifies the current one.
+ */
 export async function sampleCounts(clf: OrtClassifier, x: Float32Array, num: number, c: SmoothingConfig, rng: Rng): Promise<Int32Array> {
   const per = x.length;
   const counts = new Int32Array(clf.classes);
-  const buf = new Float32Array(Math.min(num, c.batch) * per);
-  for (let done = 0; done < num; ) {
-    const m = Math.min(c.batch, num - done);
-    for (let r = 0; r < m; r++) {
-      const o = r * per;
-      for (let i = 0; i < per; i++) buf[o + i] = x[i]! + c.sigma * rng.normal();
-    }
-    const pred = argmaxRows(await clf.logits(buf.subarray(0, m * per), m), m, clf.classes);
-    for (const p of pred) counts[p]!++;
-    done += m;
+  const size = Math.min(num, c.batch);
+  const bufs = [new Float32Array(size * per), new Float32Array(size * per)];
+  const fill = (k: number, m: number): Float32Array => {
+    const b = bufs[k]!.subarray(0, m * per);
+    addGaussian(rng, x, c.sigma, b);
+    return b;
+  };
+  const tally = (z: Float32Array, m: number): void => {
+    for (const p of argmaxRows(z, m, clf.classes)) counts[p]!++;
+  };
+  let m = Math.min(size, num);
+  let pending = clf.logits(fill(0, m), m);
+  let pendingM = m;
+  let k = 0;
+  for (let done = m; done < num; done += m) {
+    m = Math.min(size, num - done);
+    k ^= 1;
+    const next = fill(k, m);
+    tally(await pending, pendingM);
+    pending = clf.logits(next, m);
+    pendingM = m;
   }
+  tally(await pending, pendingM);
   return counts;
 }
 
