@@ -7,6 +7,7 @@ import { checkCommand } from './check.js';
 import { trainCommand } from './train.js';
 import { pruneCommand } from './prune.js';
 import { verifyCommand } from './verify.js';
+import { quantizeCommand } from './quantize.js';
 
 export async function main(argv: string[]): Promise<void> {
   const cli: Argv = yargs(hideBin(argv))
@@ -17,6 +18,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(checkCommand)
     .command(trainCommand as never)
     .command(pruneCommand as never)
+    .command(quantizeCommand as never)
     .command(verifyCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strictCommands()

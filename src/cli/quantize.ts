@@ -1,0 +1,86 @@
+// `onnx-hydra quantize`: an int8 QDQ copy of any ONNX classifier, calibrated on training images, with its
+// onnxruntime accuracy next to the float model's.
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import type { CommandModule } from 'yargs';
+import { loadModel, saveModel } from '../onnx/model.js';
+import { quantizeInt8 } from '../quant/qdq.js';
+import { checkDataFitsModel, loadData } from '../data/index.js';
+import { OrtClassifier } from '../verify/classifier.js';
+import { realInputs, declaredShape } from '../onnx/model.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { UserError } from '../util/errors.js';
+import { pct, printJson } from './common.js';
+
+type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
+
+async function accuracyAndPredictions(file: string, x: Float32Array, y: Int32Array, shape: [number, number, number], classes: number): Promise<{ acc: number; pred: Int32Array }> {
+  const c = await OrtClassifier.open(file, [...shape], classes, { maxBatch: 500 });
+  try {
+    const pred = await c.predict(x, y.length);
+    let ok = 0;
+    for (let i = 0; i < y.length; i++) if (pred[i] === y[i]) ok++;
+    return { acc: y.length ? ok / y.length : 0, pred };
+  } finally {
+    await c.release();
+  }
+}
+
+export const quantizeCommand: CommandModule<object, Args> = {
+  command: 'quantize <model>',
+  describe: 'write an int8 QDQ model: per-channel symmetric int8 weights, uint8 activations calibrated on training images',
+  builder: (y) =>
+    y
+      .positional('model', { type: 'string', demandOption: true, describe: 'ONNX classifier (opset ≥ 13)' })
+      .option('data', { type: 'string', default: 'fashion-mnist', describe: 'calibration images come from the training split; accuracy from the test split' })
+      .option('calibration', { type: 'string', default: 'minmax', choices: ['minmax', 'percentile'] })
+      .option('calibration-size', { type: 'number', default: 512 })
+      .option('percentile', { type: 'number', default: 99.99 })
+      .option('eval-limit', { type: 'number', describe: 'test images for the accuracy comparison (default: all)' })
+      .option('out', { type: 'string', describe: 'default: <model>.int8.onnx' })
+      .option('json', { type: 'boolean', default: false }) as never,
+  handler: async (a) => {
+    const t0 = performance.now();
+    const out = a.out ?? a.model.replace(/\.onnx$/, '') + '.int8.onnx';
+    if (path.resolve(out) === path.resolve(a.model)) throw new UserError(`--out '${out}' would overwrite the input model; choose another file`);
+    const cn = Number(a['calibration-size']);
+    if (!Number.isInteger(cn) || cn < 1) throw new UserError(`--calibration-size must be an integer ≥ 1, got ${a['calibration-size']}`);
+    const p = Number(a.percentile);
+    if (!(p > 50 && p <= 100)) throw new UserError(`--percentile must be in (50, 100], got ${a.percentile}`);
+    const data = loadData(String(a.data));
+    const model = loadModel(a.model);
+    const inputs = realInputs(model.proto.graph!);
+    const declared = inputs.length === 1 ? declaredShape(inputs[0]!) : undefined;
+    if (declared?.length === 4) checkDataFitsModel(data.train, declared);
+    const n = Math.min(cn, data.train.length);
+    const per = data.train.shape.reduce((s, d) => s * d, 1);
+    const q = await quantizeInt8(model, { x: data.train.x.subarray(0, n * per), shape: [n, ...data.train.shape] }, { calibration: a.calibration as 'minmax' | 'percentile', percentile: p });
+    const bytes = saveModel(q.model, out);
+    const test = data.test;
+    const m = Math.min(a['eval-limit'] !== undefined ? Number(a['eval-limit']) : test.length, test.length);
+    const xs = test.x.subarray(0, m * per);
+    const ys = test.y.subarray(0, m);
+    const classes = Math.max(test.classes, 2);
+    const f = await accuracyAndPredictions(a.model, xs, ys, test.shape, classes);
+    const qa = await accuracyAndPredictions(out, xs, ys, test.shape, classes);
+    let agree = 0;
+    for (let i = 0; i < m; i++) if (f.pred[i] === qa.pred[i]) agree++;
+    const report = {
+      command: 'quantize', model: a.model, out, calibration: a.calibration, calibration_images: n, percentile: a.calibration === 'percentile' ? p : undefined,
+      bytes, gzip_bytes: zlib.gzipSync(fs.readFileSync(out), { level: 9 }).length, float_bytes: fs.statSync(a.model).size,
+      test_images: m, float_accuracy: f.acc, int8_accuracy: qa.acc, agreement: m ? agree / m : 1,
+      quantized: { weights: q.report.weights.length, activations: q.report.activations.length },
+      seconds: (performance.now() - t0) / 1000,
+    };
+    writeFileAtomic(`${out}.report.json`, JSON.stringify(report, null, 2));
+    if (a.json) printJson(report);
+    else {
+      process.stdout.write(
+        `${a.model} → ${out} (int8 QDQ, ${q.report.weights.length} weight tensors, ${q.report.activations.length} activations, ${a.calibration} calibration on ${n} images)\n` +
+        `  size      ${report.float_bytes} → ${bytes} bytes (${report.gzip_bytes} gzip-compressed)\n` +
+        `  accuracy  float ${pct(f.acc, 2)}, int8 ${pct(qa.acc, 2)} on ${m} test images (onnxruntime-node); ${pct(report.agreement, 2)} same predictions\n`,
+      );
+    }
+  },
+};
