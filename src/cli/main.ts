@@ -8,6 +8,7 @@ import { trainCommand } from './train.js';
 import { pruneCommand } from './prune.js';
 import { verifyCommand } from './verify.js';
 import { quantizeCommand } from './quantize.js';
+import { runCommand } from './run.js';
 
 export async function main(argv: string[]): Promise<void> {
   const cli: Argv = yargs(hideBin(argv))
@@ -20,6 +21,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(pruneCommand as never)
     .command(quantizeCommand as never)
     .command(verifyCommand as never)
+    .command(runCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strictCommands()
     .strictOptions()

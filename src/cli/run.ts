@@ -1,0 +1,35 @@
+// `onnx-hydra run <recipe>`: a whole pipeline (pretrain → prune → quantize → verify) from a recipe, resumable.
+import path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { loadRecipe } from '../pipeline/recipe.js';
+import { runRecipe } from '../pipeline/runner.js';
+import { buildReport, writeReports } from '../pipeline/report.js';
+import { pct, printJson, table } from './common.js';
+
+type Args = Record<string, unknown> & { recipe: string };
+
+export const runCommand: CommandModule<object, Args> = {
+  command: 'run <recipe>',
+  describe: 'run a pipeline recipe (YAML/JSON): every stage\'s artifact, log and report in one folder; a second call resumes',
+  builder: (y) =>
+    y
+      .positional('recipe', { type: 'string', demandOption: true, describe: 'recipe file, e.g. pipelines/fashion-mnist-hydra.yaml' })
+      .option('out', { type: 'string', describe: 'run folder (default: runs/<recipe name>)' })
+      .option('restart', { type: 'boolean', default: false, describe: 'ignore what an earlier run in --out finished' })
+      .option('check', { type: 'boolean', default: false, describe: 'only validate the recipe' })
+      .option('json', { type: 'boolean', default: false, describe: 'print report.json instead of the summary' }) as never,
+  handler: async (a) => {
+    const r = loadRecipe(a.recipe);
+    const out = (a.out as string | undefined) ?? path.join('runs', r.name);
+    if (a.check) {
+      process.stdout.write(a.json ? `${JSON.stringify({ ok: true, recipe: r }, null, 2)}\n` : `${a.recipe}: ok (${r.stages.map((s) => s.kind).join(' → ')}${r.sweep ? `, sweep over ${Object.keys(r.sweep).join(', ')}` : ''})\n`);
+      return;
+    }
+    const state = await runRecipe(r, a.recipe, out, { restart: !!a.restart });
+    const files = writeReports(r, state, out);
+    const { json, variants } = buildReport(r, state, out);
+    if (a.json) return void printJson(json);
+    const rows = variants.flatMap((v) => v.verify.map((x) => [v.variant, x.judged + (x.model.quantized ? ' (int8)' : ''), v.sparsity !== undefined ? pct(v.sparsity, 1) : '0%', pct(x.benign.acc, 2), x.pgd ? pct(x.pgd.acc, 2) : '-', x.square ? pct(x.square.acc, 2) : '-', x.ibp ? pct(x.ibp.verified_acc, 2) : '-', x.model.bytes]));
+    process.stdout.write(`${r.name}: ${out}\n\n` + table(['run', 'file', 'sparsity', 'benign', 'PGD', 'Square', 'IBP', 'bytes'], rows) + `\n\n  ${files.json}\n  ${files.html}\n`);
+  },
+};

@@ -1,0 +1,192 @@
+// Pipeline recipes (YAML or JSON): a model, data, and an ordered list of stages (pretrain → prune → quantize
+// → verify), each with the options of the command it runs. Everything is checked before anything runs:
+// unknown keys, wrong types and impossible stage orders are errors naming the key.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import YAML from 'yaml';
+import yargs from 'yargs';
+import type { CommandModule } from 'yargs';
+import { trainCommand } from '../cli/train.js';
+import { pruneCommand } from '../cli/prune.js';
+import { quantizeCommand } from '../cli/quantize.js';
+import { UserError } from '../util/errors.js';
+
+export const STAGES = ['pretrain', 'prune', 'quantize', 'verify'] as const;
+export type StageKind = (typeof STAGES)[number];
+
+export interface Stage {
+  kind: StageKind;
+  /** CLI flags (dash-case) → value */
+  options: Record<string, string | number | boolean>;
+}
+
+export interface Recipe {
+  name: string;
+  description?: string;
+  model: string;
+  data: string;
+  seed: number;
+  backend?: string;
+  stages: Stage[];
+  /** prune options → values: the stages from `prune` on run once per combination */
+  sweep?: Record<string, (string | number)[]>;
+  /** sha256 of the normalised recipe: a run folder belongs to one recipe */
+  hash: string;
+}
+
+type Kind = 'number' | 'string' | 'boolean';
+interface OptionSpec { type: Kind; choices?: string[] }
+
+/** Options a command accepts, read from its yargs builder (so recipes and the CLI never drift apart). */
+function optionsOf(cmd: CommandModule<object, never>, drop: string[]): Map<string, OptionSpec> {
+  const y = yargs([]);
+  (cmd.builder as (y: unknown) => unknown)(y);
+  const o = (y as unknown as { getOptions(): { number: string[]; string: string[]; boolean: string[]; choices: Record<string, string[]> } }).getOptions();
+  const m = new Map<string, OptionSpec>();
+  for (const k of o.number) m.set(k, { type: 'number' });
+  for (const k of o.string) m.set(k, { type: 'string', choices: o.choices[k] });
+  for (const k of o.boolean) m.set(k, { type: 'boolean' });
+  for (const k of [...drop, 'help', 'version', 'json', 'model', 'out', 'resume', 'checkpoint-dir', 'data', 'quiet', 'seed', 'backend', 'input-shape']) m.delete(k);
+  return m;
+}
+
+const VERIFY_OPTIONS: Record<string, OptionSpec | 'spec'> = {
+  limit: { type: 'number' }, 'batch-size': { type: 'number' }, benign: { type: 'boolean' }, provider: { type: 'string', choices: ['cpu', 'cuda'] },
+  radii: { type: 'string' }, pgd: 'spec', square: 'spec', smoothing: 'spec', ibp: 'spec',
+};
+const SPEC_KEYS: Record<string, string[]> = {
+  pgd: ['eps', 'alpha', 'steps', 'restarts', 'norm', 'random_start'], square: ['queries', 'eps', 'p'],
+  smoothing: ['sigma', 'n0', 'n', 'alpha', 'batch', 'mode'], ibp: ['eps'],
+};
+
+let specs: Record<Exclude<StageKind, 'verify'>, Map<string, OptionSpec>> | undefined;
+function stageSpecs(): NonNullable<typeof specs> {
+  specs ??= {
+    pretrain: optionsOf(trainCommand as never, []),
+    prune: optionsOf(pruneCommand as never, ['quantize', 'calibration', 'calibration-size', 'percentile']),
+    quantize: optionsOf(quantizeCommand as never, []),
+  };
+  return specs;
+}
+
+const dash = (k: string): string => k.replace(/_/g, '-');
+
+function checkValue(where: string, key: string, v: unknown, spec: OptionSpec): string | number | boolean {
+  if (spec.type === 'number') {
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new UserError(`${where}: '${key}' must be a number, got ${JSON.stringify(v)}`);
+    return v;
+  }
+  if (spec.type === 'boolean') {
+    if (typeof v !== 'boolean') throw new UserError(`${where}: '${key}' must be true or false, got ${JSON.stringify(v)}`);
+    return v;
+  }
+  if (Array.isArray(v) && key === 'radii') return v.join(',');
+  if (typeof v !== 'string' && typeof v !== 'number') throw new UserError(`${where}: '${key}' must be a string, got ${JSON.stringify(v)}`);
+  const s = String(v);
+  if (spec.choices && !spec.choices.includes(s)) throw new UserError(`${where}: '${key}' must be one of ${spec.choices.join(', ')}, got '${s}'`);
+  return s;
+}
+
+function stageOptions(where: string, kind: StageKind, raw: unknown): Record<string, string | number | boolean> {
+  if (raw === null || raw === undefined) return {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${where}: options must be a mapping of key: value`);
+  const out: Record<string, string | number | boolean> = {};
+  for (const [k0, v] of Object.entries(raw as Record<string, unknown>)) {
+    const k = dash(k0);
+    if (kind === 'verify') {
+      const spec = VERIFY_OPTIONS[k];
+      if (!spec) throw new UserError(`${where}: unknown key '${k0}' (allowed: ${Object.keys(VERIFY_OPTIONS).join(', ')})`);
+      if (spec === 'spec') {
+        if (v === true) out[k] = '';
+        else if (v && typeof v === 'object' && !Array.isArray(v)) {
+          for (const [sk, sv] of Object.entries(v as Record<string, unknown>)) {
+            if (!SPEC_KEYS[k]!.includes(sk)) throw new UserError(`${where}: unknown key '${k0}.${sk}' (allowed: ${SPEC_KEYS[k]!.join(', ')})`);
+            if (typeof sv !== 'number' && typeof sv !== 'string' && typeof sv !== 'boolean') throw new UserError(`${where}: '${k0}.${sk}' must be a number or a word`);
+          }
+          out[k] = Object.entries(v as Record<string, unknown>).map(([sk, sv]) => `${sk}=${sv}`).join(',');
+        } else throw new UserError(`${where}: '${k0}' must be true or a mapping (${SPEC_KEYS[k]!.join(', ')})`);
+      } else out[k] = checkValue(where, k0, v, spec);
+      continue;
+    }
+    const spec = stageSpecs()[kind].get(k);
+    if (!spec) throw new UserError(`${where}: unknown key '${k0}' for a ${kind} stage (see onnx-hydra ${kind === 'pretrain' ? 'train' : kind} --help)`);
+    out[k] = checkValue(where, k0, v, spec);
+  }
+  return out;
+}
+
+const TOP = ['name', 'description', 'model', 'data', 'seed', 'backend', 'stages', 'sweep'];
+
+export function parseRecipe(text: string, file: string): Recipe {
+  let doc: unknown;
+  try {
+    doc = /\.json$/i.test(file) ? JSON.parse(text) : YAML.parse(text);
+  } catch (e) {
+    throw new UserError(`${file}: not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new UserError(`${file}: a recipe is a mapping with keys ${TOP.join(', ')}`);
+  const d = doc as Record<string, unknown>;
+  for (const k of Object.keys(d)) if (!TOP.includes(k)) throw new UserError(`${file}: unknown key '${k}' (allowed: ${TOP.join(', ')})`);
+  const str = (k: string, req: boolean): string | undefined => {
+    const v = d[k];
+    if (v === undefined) {
+      if (req) throw new UserError(`${file}: '${k}' is required`);
+      return undefined;
+    }
+    if (typeof v !== 'string') throw new UserError(`${file}: '${k}' must be a string, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const seed = d.seed ?? 0;
+  if (typeof seed !== 'number' || !Number.isInteger(seed)) throw new UserError(`${file}: 'seed' must be an integer, got ${JSON.stringify(seed)}`);
+  if (!Array.isArray(d.stages) || !d.stages.length) throw new UserError(`${file}: 'stages' must be a non-empty list`);
+  const stages: Stage[] = d.stages.map((s: unknown, i: number) => {
+    const where = `${file}: stages[${i}]`;
+    if (!s || typeof s !== 'object' || Array.isArray(s) || Object.keys(s).length !== 1) throw new UserError(`${where}: each stage is a mapping with one key: ${STAGES.join(', ')}`);
+    const [kind, raw] = Object.entries(s as Record<string, unknown>)[0]!;
+    if (!STAGES.includes(kind as StageKind)) throw new UserError(`${where}: unknown stage '${kind}' (stages: ${STAGES.join(', ')})`);
+    return { kind: kind as StageKind, options: stageOptions(`${where} (${kind})`, kind as StageKind, raw) };
+  });
+  // stage order: training stages need a float model; quantize at most once, after them; nothing trains an int8 file
+  let quantized = false;
+  stages.forEach((s, i) => {
+    if (s.kind === 'quantize') {
+      if (quantized) throw new UserError(`${file}: stages[${i}]: a second quantize stage (the model is already int8)`);
+      quantized = true;
+    } else if ((s.kind === 'pretrain' || s.kind === 'prune') && quantized) {
+      throw new UserError(`${file}: stages[${i}]: ${s.kind} after quantize cannot work (onnx-hydra trains float models); move quantize after it`);
+    }
+  });
+  let sweep: Recipe['sweep'];
+  if (d.sweep !== undefined) {
+    if (!d.sweep || typeof d.sweep !== 'object' || Array.isArray(d.sweep)) throw new UserError(`${file}: 'sweep' must map prune options to lists of values`);
+    const prunes = stages.filter((s) => s.kind === 'prune').length;
+    if (prunes !== 1) throw new UserError(`${file}: 'sweep' varies the prune stage; the recipe has ${prunes} prune stages (need exactly 1)`);
+    sweep = {};
+    for (const [k0, vals] of Object.entries(d.sweep as Record<string, unknown>)) {
+      const k = dash(k0);
+      const spec = stageSpecs().prune.get(k);
+      if (!spec) throw new UserError(`${file}: sweep: unknown prune option '${k0}'`);
+      if (!Array.isArray(vals) || !vals.length) throw new UserError(`${file}: sweep: '${k0}' must be a non-empty list`);
+      sweep[k] = vals.map((v) => checkValue(`${file}: sweep`, k0, v, spec) as string | number);
+    }
+  }
+  const recipe = {
+    name: str('name', false) ?? file.replace(/^.*\//, '').replace(/\.(ya?ml|json)$/i, ''),
+    description: str('description', false), model: str('model', true)!, data: str('data', false) ?? 'fashion-mnist',
+    seed, backend: str('backend', false), stages, sweep,
+  };
+  const hash = crypto.createHash('sha256').update(JSON.stringify(recipe)).digest('hex');
+  return { ...recipe, hash };
+}
+
+export function loadRecipe(file: string): Recipe {
+  if (!fs.existsSync(file)) throw new UserError(`recipe '${file}' not found`);
+  return parseRecipe(fs.readFileSync(file, 'utf8'), file);
+}
+
+/** Every combination of the sweep values (one empty combination without a sweep). */
+export function sweepCombinations(r: Recipe): Record<string, string | number>[] {
+  let out: Record<string, string | number>[] = [{}];
+  for (const [k, vals] of Object.entries(r.sweep ?? {})) out = out.flatMap((c) => vals.map((v) => ({ ...c, [k]: v })));
+  return out;
+}

@@ -1,0 +1,128 @@
+// Running a recipe: every stage is the onnx-hydra command itself in a child process (its own memory, and a
+// crash or SIGKILL loses nothing but the stage's unfinished epoch), its artifact, JSON report and log in
+// the run folder. run.json records finished stages; a second call resumes after the last one, and a
+// stage that was cut off continues from its epoch checkpoints (--resume).
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../util/fs.js';
+import { UserError } from '../util/errors.js';
+import { sweepCombinations, type Recipe, type Stage } from './recipe.js';
+
+const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'onnx-hydra.js');
+
+export interface StageRecord {
+  id: string;
+  kind: Stage['kind'];
+  variant: string;
+  input: string;
+  artifact: string;
+  report: string;
+  log: string;
+  seconds: number;
+  resumed: boolean;
+}
+
+export interface RunState {
+  recipe: string;
+  hash: string;
+  started: string;
+  finished?: string;
+  stages: Record<string, StageRecord>;
+}
+
+const flagsOf = (o: Record<string, string | number | boolean>): string[] =>
+  Object.entries(o).flatMap(([k, v]) => (typeof v === 'boolean' ? (v ? [`--${k}`] : [`--no-${k}`]) : [`--${k}`, String(v)]));
+
+function variantName(c: Record<string, string | number>): string {
+  return Object.entries(c).map(([k, v]) => `${k}-${v}`).join('_').replace(/[^\w.-]+/g, '-');
+}
+
+/** Run a child onnx-hydra command; its stderr goes to the log file and (prefixed) to ours; stdout is returned. */
+function runChild(args: string[], logFile: string, tag: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const log = fs.openSync(logFile, 'a');
+    fs.writeSync(log, `$ onnx-hydra ${args.join(' ')}\n`);
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYDRA_PROGRESS_SECONDS: process.env.HYDRA_PROGRESS_SECONDS ?? '15' } });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => {
+      fs.writeSync(log, b);
+      for (const line of b.toString().split('\n').filter(Boolean)) process.stderr.write(`[${tag}] ${line}\n`);
+    });
+    child.on('error', (e) => reject(e));
+    child.on('close', (code, signal) => {
+      fs.closeSync(log);
+      if (code === 0) resolve(out);
+      else {
+        const last = fs.readFileSync(logFile, 'utf8').trim().split('\n').filter((l) => /error/i.test(l)).pop();
+        reject(new UserError(`stage ${tag} failed (${signal ?? `exit ${code}`})${last ? `: ${last.replace(/^onnx-hydra: (error: )?/, '')}` : ''}; log: ${logFile}`));
+      }
+    });
+  });
+}
+
+export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o: { restart?: boolean } = {}): Promise<RunState> {
+  fs.mkdirSync(outDir, { recursive: true });
+  const stateFile = path.join(outDir, 'run.json');
+  let state: RunState | undefined = !o.restart && fs.existsSync(stateFile) ? (JSON.parse(fs.readFileSync(stateFile, 'utf8')) as RunState) : undefined;
+  if (state && state.hash !== r.hash) {
+    throw new UserError(`${outDir} holds a run of a different recipe (or this recipe changed since): choose another --out, or pass --restart to start over there`);
+  }
+  state ??= { recipe: recipeFile, hash: r.hash, started: new Date().toISOString(), stages: {} };
+  const save = (): void => writeFileAtomic(stateFile, JSON.stringify(state, null, 2));
+  save();
+  writeFileAtomic(path.join(outDir, 'recipe.json'), JSON.stringify(r, null, 2));
+  if (!fs.existsSync(r.model)) throw new UserError(`recipe model '${r.model}' not found (paths are relative to the current folder)`);
+  const common = ['--data', r.data, '--seed', String(r.seed), ...(r.backend ? ['--backend', r.backend] : [])];
+  const firstPrune = r.stages.findIndex((s) => s.kind === 'prune');
+  const shared = r.sweep ? r.stages.slice(0, firstPrune) : r.stages;
+  const perVariant = r.sweep ? r.stages.slice(firstPrune) : [];
+
+  const runStages = async (stages: Stage[], startIndex: number, input: string, dir: string, variant: string, extra: Record<string, string | number>): Promise<string> => {
+    let current = input;
+    let lastModel = input;
+    for (let j = 0; j < stages.length; j++) {
+      const s = stages[j]!;
+      const n = String(startIndex + j + 1).padStart(2, '0');
+      const id = `${variant ? `${variant}/` : ''}${n}-${s.kind}`;
+      const base = path.join(dir, `${n}-${s.kind}`);
+      const artifact = s.kind === 'verify' ? `${base}.json` : `${base}.onnx`;
+      const report = s.kind === 'verify' ? artifact : `${artifact}.report.json`;
+      const done = state!.stages[id];
+      if (done && fs.existsSync(done.artifact) && fs.existsSync(done.report)) {
+        process.stderr.write(`[${id}] done earlier: ${done.artifact}\n`);
+        if (s.kind !== 'verify') current = lastModel = done.artifact;
+        continue;
+      }
+      fs.mkdirSync(dir, { recursive: true });
+      const t0 = performance.now();
+      const opts = { ...s.options, ...(s.kind === 'prune' ? extra : {}) };
+      const ckpt = `${artifact}.ckpt`;
+      const resumed = (s.kind === 'pretrain' || s.kind === 'prune') && fs.existsSync(ckpt);
+      let args: string[];
+      if (s.kind === 'pretrain') args = ['train', current, ...common, ...flagsOf(opts), '--out', artifact, '--json', ...(resumed ? ['--resume'] : [])];
+      else if (s.kind === 'prune') args = ['prune', current, ...common, ...flagsOf(opts), '--out', artifact, '--json', ...(resumed ? ['--resume'] : [])];
+      else if (s.kind === 'quantize') args = ['quantize', current, '--data', r.data, ...flagsOf(opts), '--out', artifact, '--json'];
+      else args = ['verify', lastModel, '--data', r.data, '--seed', String(r.seed), ...(r.backend ? ['--backend', r.backend] : []), ...flagsOf(opts), '--json', artifact];
+      process.stderr.write(`[${id}] ${resumed ? 'resuming' : 'running'}: onnx-hydra ${args.join(' ')}\n`);
+      await runChild(args, `${base}.log`, id);
+      state!.stages[id] = { id, kind: s.kind, variant, input: s.kind === 'verify' ? lastModel : current, artifact, report, log: `${base}.log`, seconds: (performance.now() - t0) / 1000, resumed };
+      save();
+      if (s.kind !== 'verify') current = lastModel = artifact;
+    }
+    return current;
+  };
+
+  const after = await runStages(shared, 0, r.model, outDir, '', {});
+  if (r.sweep) {
+    for (const c of sweepCombinations(r)) {
+      const v = variantName(c);
+      await runStages(perVariant, firstPrune, after, path.join(outDir, v), v, c);
+    }
+  }
+  state.finished = new Date().toISOString();
+  save();
+  return state;
+}

@@ -1,0 +1,103 @@
+// Recipes and `onnx-hydra run`: validation before anything runs, a whole pipeline end to end on real data,
+// resume after SIGKILL in the middle of fine-tuning, and the HTML report rendering in headless Chromium.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { parseRecipe, sweepCombinations } from '../src/pipeline/recipe.js';
+
+const BIN = path.resolve('bin/onnx-hydra.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hydra-run-'));
+
+const base = (stages: string): string => `name: t\nmodel: models/small_cnn.onnx\nstages:\n${stages}`;
+
+test('recipes: unknown keys, wrong types and impossible stage orders are rejected naming the key', () => {
+  assert.throws(() => parseRecipe(base('  - pretrain: {epochs: 1, learning_rate: 0.1}\n'), 'r.yaml'), /stages\[0\] \(pretrain\): unknown key 'learning_rate'/);
+  assert.throws(() => parseRecipe(base('  - prune: {sparsity: "lots"}\n'), 'r.yaml'), /'sparsity' must be a number, got "lots"/);
+  assert.throws(() => parseRecipe(base('  - prune: {method: magic}\n'), 'r.yaml'), /'method' must be one of hydra, lwm, admm/);
+  assert.throws(() => parseRecipe(base('  - quantize: {}\n  - prune: {sparsity: 0.9}\n'), 'r.yaml'), /prune after quantize cannot work/);
+  assert.throws(() => parseRecipe(base('  - verify: {pgd: {epsilon: 0.1}}\n'), 'r.yaml'), /unknown key 'pgd.epsilon'/);
+  assert.throws(() => parseRecipe(base('  - finetune: {}\n'), 'r.yaml'), /unknown stage 'finetune'/);
+  assert.throws(() => parseRecipe(`model: m.onnx\nstage: []\n`, 'r.yaml'), /unknown key 'stage'/);
+  assert.throws(() => parseRecipe(base('  - pretrain: {epochs: 1}\n') + 'sweep: {sparsity: [0.5]}\n', 'r.yaml'), /exactly 1/);
+  const r = parseRecipe(base('  - prune: {method: hydra}\n') + 'sweep: {sparsity: [0.5, 0.9], method: [hydra, lwm]}\n', 'r.yaml');
+  assert.equal(sweepCombinations(r).length, 4);
+  for (const f of fs.readdirSync('pipelines').filter((f) => /\.ya?ml$/.test(f))) {
+    const rr = spawnSync(process.execPath, [BIN, 'run', `pipelines/${f}`, '--check'], { encoding: 'utf8' });
+    assert.equal(rr.status, 0, `${f}: ${rr.stderr}`);
+  }
+  const bad = path.join(tmp, 'bad.yaml');
+  fs.writeFileSync(bad, base('  - pretrain: {epochs: one}\n'));
+  const rr = spawnSync(process.execPath, [BIN, 'run', bad, '--out', path.join(tmp, 'bad-run')], { encoding: 'utf8' });
+  assert.equal(rr.status, 2);
+  assert.equal(rr.stderr.trim().split('\n').length, 1);
+  assert.match(rr.stderr, /'epochs' must be a number/);
+  assert.ok(!fs.existsSync(path.join(tmp, 'bad-run')), 'nothing ran');
+});
+
+const small = (finetuneEpochs: number): string => base(`  - pretrain: {epochs: 1, train_limit: 512, eval_limit: 0, eval_steps: 0, final_eval_limit: 100}
+  - prune: {method: hydra, sparsity: 0.9, objective: natural, prune_epochs: 1, finetune_epochs: ${finetuneEpochs}, train_limit: 2048, batch_size: 32, eval_limit: 0, eval_steps: 0, final_eval_limit: 100}
+  - quantize: {calibration_size: 64, eval_limit: 200}
+  - verify: {pgd: {steps: 2}, ibp: {eps: 0.001}, limit: 100}
+`);
+
+test('run: pretrain → prune → quantize → verify end to end; report.json numbers are onnxruntime verdicts on the int8 file', () => {
+  const recipe = path.join(tmp, 'small.yaml');
+  fs.writeFileSync(recipe, small(1));
+  const out = path.join(tmp, 'run-small');
+  const r = spawnSync(process.execPath, [BIN, 'run', recipe, '--out', out, '--json'], { encoding: 'utf8', timeout: 300_000 });
+  assert.equal(r.status, 0, r.stderr.slice(-2000));
+  const rep = JSON.parse(r.stdout);
+  const v = rep.variants[0].verify[0];
+  assert.equal(v.model.quantized, true);
+  assert.equal(v.judged, '03-quantize.onnx');
+  assert.equal(v.data.n, 100);
+  assert.ok(v.benign.acc > 0.3, `benign ${v.benign.acc}`);
+  assert.ok(Math.abs(rep.variants[0].sparsity - 0.9) < 1e-3);
+  for (const f of ['01-pretrain.onnx', '02-prune.onnx', '03-quantize.onnx', '04-verify.json', 'report.json', 'report.html', 'run.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
+  assert.ok(!fs.readdirSync(out).some((f) => f.endsWith('.tmp')), 'no half-written files');
+  // a second call finds everything done
+  const again = spawnSync(process.execPath, [BIN, 'run', recipe, '--out', out], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stderr, /01-pretrain\] done earlier/);
+  assert.doesNotMatch(again.stderr, /running: onnx-hydra train/);
+});
+
+test('run: SIGKILL in the middle of fine-tuning, then the same command resumes from the epoch checkpoint and finishes', async () => {
+  const recipe = path.join(tmp, 'kill.yaml');
+  fs.writeFileSync(recipe, small(4));
+  const out = path.join(tmp, 'run-kill');
+  const child = spawn(process.execPath, [BIN, 'run', recipe, '--out', out], { detached: true, stdio: 'ignore' });
+  const ckpt = path.join(out, '02-prune.onnx.ckpt', 'finetune');
+  const t0 = Date.now();
+  // wait until fine-tuning has checkpointed its first epoch, then kill the whole process group
+  while (!(fs.existsSync(ckpt) && fs.readdirSync(ckpt).some((f) => /json$/.test(f)))) {
+    assert.ok(Date.now() - t0 < 240_000, 'fine-tuning never checkpointed');
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  process.kill(-child.pid!, 'SIGKILL');
+  await new Promise((res) => setTimeout(res, 300));
+  assert.ok(!fs.existsSync(path.join(out, '02-prune.onnx')), 'no pruned file under its final name before the stage finished');
+  const r = spawnSync(process.execPath, [BIN, 'run', recipe, '--out', out, '--json'], { encoding: 'utf8', timeout: 300_000 });
+  assert.equal(r.status, 0, r.stderr.slice(-2000));
+  assert.match(r.stderr, /\[02-prune\] resuming/);
+  assert.match(r.stderr, /resum/i);
+  const state = JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8'));
+  assert.equal(state.stages['02-prune'].resumed, true);
+  assert.equal(state.stages['01-pretrain'].resumed, false);
+  const prune = JSON.parse(fs.readFileSync(path.join(out, '02-prune.onnx.report.json'), 'utf8'));
+  assert.equal(prune.phases.find((p: { name: string }) => p.name === 'finetune').history.length, 4);
+  assert.ok(prune.resumed.includes('finetune'), JSON.stringify(prune.resumed));
+});
+
+const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((c) => fs.existsSync(c));
+test('report.html renders in headless Chromium (charts drawn, tables filled)', { skip: !chromium && 'apt-get install chromium' }, () => {
+  const html = path.join(tmp, 'run-small', 'report.html');
+  assert.ok(fs.existsSync(html), 'the end-to-end test wrote it');
+  const r = spawnSync(chromium!, ['--headless', '--no-sandbox', '--disable-gpu', '--virtual-time-budget=5000', '--dump-dom', `file://${html}`], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr.slice(-500));
+  assert.match(r.stdout, /data-rendered="yes"/, 'the chart script ran to the end');
+  assert.match(r.stdout, /<table id="verify">[\s\S]*03-quantize\.onnx \(int8\)/);
+});
