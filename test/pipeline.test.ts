@@ -37,7 +37,7 @@ test('recipes: unknown keys, wrong types and impossible stage orders are rejecte
   assert.ok(!fs.existsSync(path.join(tmp, 'bad-run')), 'nothing ran');
 });
 
-const small = (finetuneEpochs: number): string => base(`  - pretrain: {epochs: 1, train_limit: 512, eval_limit: 0, eval_steps: 0, final_eval_limit: 100}
+const small = (finetuneEpochs: number): string => base(`  - pretrain: {epochs: 1, train_limit: 6000, eval_limit: 0, eval_steps: 0, final_eval_limit: 100}
   - prune: {method: hydra, sparsity: 0.9, objective: natural, prune_epochs: 1, finetune_epochs: ${finetuneEpochs}, train_limit: 2048, batch_size: 32, eval_limit: 0, eval_steps: 0, final_eval_limit: 100}
   - quantize: {calibration_size: 64, eval_limit: 200}
   - verify: {pgd: {steps: 2}, ibp: {eps: 0.001}, limit: 100}

@@ -20,6 +20,7 @@ export const inspectCommand: CommandModule<object, Args> = {
     for (const i of s.inputs) lines.push(`input     ${i.name}  ${i.dtype} ${shape(i.shape)}`);
     for (const o of s.outputs) lines.push(`output    ${o.name}  ${o.dtype} ${shape(o.shape)}`);
     lines.push(`ops       ${s.nodes} nodes: ${Object.entries(s.op_histogram).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}×${v}`).join(' ')}`);
+    if (s.quantized) lines.push('int8      QDQ model: supported, parameters and sparsity are those of its float graph (dequantised weights)');
     if (s.supported) lines.push(`supported yes: ${s.run_nodes} nodes run after folding ${s.folded_nodes} constant/shape nodes`);
     else if (s.unsupported.length) lines.push(`supported NO: ${s.unsupported.map((u) => `${u.op}${u.reason ? ` (${u.reason})` : ''} at '${u.node}'`).join('; ')}`);
     else lines.push(`supported NO: ${s.error}`);

@@ -6,6 +6,7 @@ import zlib from 'node:zlib';
 import type { CommandModule } from 'yargs';
 import { loadModel, saveModel } from '../onnx/model.js';
 import { quantizeInt8 } from '../quant/qdq.js';
+import { toSparseInitializers } from '../onnx/sparse.js';
 import { checkDataFitsModel, loadData } from '../data/index.js';
 import { OrtClassifier } from '../verify/classifier.js';
 import { realInputs, declaredShape } from '../onnx/model.js';
@@ -38,6 +39,7 @@ export const quantizeCommand: CommandModule<object, Args> = {
       .option('calibration-size', { type: 'number', default: 512 })
       .option('percentile', { type: 'number', default: 99.99 })
       .option('eval-limit', { type: 'number', describe: 'test images for the accuracy comparison (default: all)' })
+      .option('sparse-format', { type: 'string', default: 'dense', choices: ['dense', 'sparse-initializer'], describe: 'store int8 weights that contain zeros (pruned models) as ONNX sparse initializers' })
       .option('out', { type: 'string', describe: 'default: <model>.int8.onnx' })
       .option('json', { type: 'boolean', default: false }) as never,
   handler: async (a) => {
@@ -56,7 +58,15 @@ export const quantizeCommand: CommandModule<object, Args> = {
     const n = Math.min(cn, data.train.length);
     const per = data.train.shape.reduce((s, d) => s * d, 1);
     const q = await quantizeInt8(model, { x: data.train.x.subarray(0, n * per), shape: [n, ...data.train.shape] }, { calibration: a.calibration as 'minmax' | 'percentile', percentile: p });
-    const bytes = saveModel(q.model, out);
+    let qModel = q.model;
+    let format = 'dense';
+    if (a['sparse-format'] === 'sparse-initializer') {
+      const names = q.report.weights.map((w) => `${w.name}/int8`);
+      const sp = await toSparseInitializers(qModel, names);
+      if (sp.ok) (qModel = sp.model), (format = 'sparse-initializer');
+      else process.stderr.write(`note: onnxruntime-node did not load sparse int8 initializers (${sp.why}); kept dense\n`);
+    }
+    const bytes = saveModel(qModel, out);
     const test = data.test;
     const m = Math.min(a['eval-limit'] !== undefined ? Number(a['eval-limit']) : test.length, test.length);
     const xs = test.x.subarray(0, m * per);
@@ -68,7 +78,7 @@ export const quantizeCommand: CommandModule<object, Args> = {
     for (let i = 0; i < m; i++) if (f.pred[i] === qa.pred[i]) agree++;
     const report = {
       command: 'quantize', model: a.model, out, calibration: a.calibration, calibration_images: n, percentile: a.calibration === 'percentile' ? p : undefined,
-      bytes, gzip_bytes: zlib.gzipSync(fs.readFileSync(out), { level: 9 }).length, float_bytes: fs.statSync(a.model).size,
+      format, bytes, gzip_bytes: zlib.gzipSync(fs.readFileSync(out), { level: 9 }).length, float_bytes: fs.statSync(a.model).size,
       test_images: m, float_accuracy: f.acc, int8_accuracy: qa.acc, agreement: m ? agree / m : 1,
       quantized: { weights: q.report.weights.length, activations: q.report.activations.length },
       seconds: (performance.now() - t0) / 1000,

@@ -1,4 +1,5 @@
 // A description of any ONNX model (ours or not): structure, support, parameters and sparsity.
+import { stripQdq } from '../quant/qdq.js';
 import { densifySparse } from '../onnx/sparse.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -35,6 +36,8 @@ export interface ModelSummary {
   outputs: { name: string; dtype: string; shape: Dim[] }[];
   nodes: number;
   op_histogram: Record<string, number>;
+  /** int8 QDQ: analysed (supported, parameters, sparsity) through the float graph */
+  quantized: boolean;
   supported: boolean;
   unsupported: { op: string; node: string; reason?: string }[];
   /** why the graph could not be prepared, when the ops are supported but something else is wrong */
@@ -52,13 +55,23 @@ export function sha256(bytes: Uint8Array): string {
 
 export function summarize(source: OnnxModel, opts: { inputShapes?: Record<string, number[]> } = {}): ModelSummary {
   const bytes = source.file && fs.existsSync(source.file) ? fs.readFileSync(source.file) : encodeModel(source);
-  const model = densifySparse(source);
+  const dense = densifySparse(source);
+  const hist: Record<string, number> = {};
+  for (const n of dense.proto.graph!.node ?? []) hist[n.opType ?? ''] = (hist[n.opType ?? ''] ?? 0) + 1;
+  // int8 QDQ models are analysed through their float graph (dequantised weights: the same zeros)
+  let quantized = false;
+  let model = dense;
+  try {
+    const st = stripQdq(dense);
+    quantized = st.quantized;
+    model = st.model;
+  } catch {
+    // Q/DQ that is not a QDQ pair: reported as unsupported ops below
+  }
   const g = model.proto.graph!;
   const baseDir = model.file ? path.dirname(model.file) : undefined;
   const order = topoOrder(g.node ?? [], []);
   const nodes = order.map((i) => parseNode(g.node![i]!, i, baseDir));
-  const hist: Record<string, number> = {};
-  for (const n of nodes) hist[n.opType] = (hist[n.opType] ?? 0) + 1;
   const unsupported = nodes
     .map((n) => ({ n, r: unsupportedReason(n, model.opset) }))
     .filter((x) => x.r)
@@ -103,8 +116,9 @@ export function summarize(source: OnnxModel, opts: { inputShapes?: Record<string
     opsets: Object.fromEntries([...model.opsets].map(([k, v]) => [k || 'ai.onnx', v])),
     inputs: realInputs(g).map(vi),
     outputs: (g.output ?? []).map(vi),
-    nodes: nodes.length,
+    nodes: dense.proto.graph!.node?.length ?? 0,
     op_histogram: hist,
+    quantized,
     supported: unsupported.length === 0,
     unsupported,
     parameters: { total, trainable, prunable, prunable_zeros: prunableZeros },

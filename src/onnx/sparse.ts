@@ -5,7 +5,7 @@ import type { TensorProto } from './proto.js';
 import { decodeTensor, encodeTensor, hostTensor } from './tensor.js';
 import { createSession } from '../runtime/ort.js';
 
-/** Move the named float initializers into graph.sparse_initializer; keeps dense when onnxruntime-node rejects it. */
+/** Move the named initializers (any numeric type) into graph.sparse_initializer; keeps dense when onnxruntime-node rejects it. */
 export async function toSparseInitializers(model: OnnxModel, names: string[]): Promise<{ ok: true; model: OnnxModel } | { ok: false; why: string }> {
   const out = cloneModel(model);
   const g = out.proto.graph!;
@@ -18,12 +18,12 @@ export async function toSparseInitializers(model: OnnxModel, names: string[]): P
       continue;
     }
     const h = decodeTensor(t);
-    const d = h.data as Float32Array;
+    const d = h.data as ArrayLike<number>;
     const idx: bigint[] = [];
     const vals: number[] = [];
     for (let i = 0; i < d.length; i++) if (d[i] !== 0) (idx.push(BigInt(i)), vals.push(d[i]!));
     g.sparseInitializer.push({
-      values: encodeTensor(t.name ?? '', hostTensor('float32', [vals.length], vals)),
+      values: encodeTensor(t.name ?? '', hostTensor(h.dtype, [vals.length], vals)),
       indices: encodeTensor(`${t.name}/indices`, hostTensor('int64', [idx.length], idx)),
       dims: h.shape,
     });
@@ -48,9 +48,9 @@ export function densifySparse(model: OnnxModel): OnnxModel {
     const values = decodeTensor(s.values!);
     const idx = decodeTensor(s.indices!);
     const dims = (s.dims ?? []).map(Number);
-    const dense = new Float32Array(dims.reduce((a, b) => a * b, 1));
+    const dense = new Float64Array(dims.reduce((a, b) => a * b, 1));
     const nnz = values.shape[0] ?? 0;
-    const vd = values.data as Float32Array;
+    const vd = values.data as ArrayLike<number>;
     if (idx.shape.length === 1) for (let i = 0; i < nnz; i++) dense[Number((idx.data as BigInt64Array)[i])] = vd[i]!;
     else {
       // [NNZ, rank] coordinates
@@ -61,7 +61,7 @@ export function densifySparse(model: OnnxModel): OnnxModel {
         dense[lin] = vd[i]!;
       }
     }
-    g.initializer!.push(encodeTensor(s.values!.name ?? '', hostTensor('float32', dims, dense)));
+    g.initializer!.push(encodeTensor(s.values!.name ?? '', hostTensor(values.dtype, dims, Array.from(dense))));
   }
   g.sparseInitializer = [];
   return out;

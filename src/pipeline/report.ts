@@ -58,7 +58,8 @@ const esc = (s: unknown): string => String(s).replace(/[&<>"]/g, (c) => ({ '&': 
 const pc = (v: number | undefined): string => (v === undefined ? '–' : `${(100 * v).toFixed(2)}%`);
 
 export function renderHtml(r: Recipe, variants: VariantSummary[]): string {
-  const chartJs = fs.readFileSync(createRequire(import.meta.url).resolve('chart.js/dist/chart.umd.js'), 'utf8');
+  // the UMD build next to the package's main file (its exports map hides the path)
+  const chartJs = fs.readFileSync(path.join(path.dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.js'), 'utf8');
   const rows = variants.flatMap((v) => v.verify.map((x) => `<tr><td>${esc(v.variant)}</td><td>${esc(x.judged)}${x.model.quantized ? ' (int8)' : ''}</td><td>${v.sparsity !== undefined ? pc(v.sparsity) : '0%'}</td><td>${pc(x.benign.acc)}</td><td>${pc(x.pgd?.acc)}</td><td>${pc(x.square?.acc)}</td><td>${pc(x.ibp?.verified_acc)}</td><td>${x.model.bytes.toLocaleString('en-US')}</td></tr>`));
   const arts = variants.flatMap((v) => v.artifacts.map((a) => `<tr><td>${esc(v.variant)}</td><td>${esc(a.file)}</td><td>${a.bytes.toLocaleString('en-US')}</td><td>${a.gzip_bytes.toLocaleString('en-US')}</td></tr>`));
   // chart data: accuracy vs sparsity (float models), certified accuracy vs radius, per-layer sparsity

@@ -46,7 +46,11 @@ function runChild(args: string[], logFile: string, tag: string): Promise<string>
     fs.writeSync(log, `$ onnx-hydra ${args.join(' ')}\n`);
     const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYDRA_PROGRESS_SECONDS: process.env.HYDRA_PROGRESS_SECONDS ?? '15' } });
     let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    // (the commands' own summaries go to the log; their JSON reports are files next to the artifacts)
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      fs.writeSync(log, b);
+    });
     child.stderr.on('data', (b: Buffer) => {
       fs.writeSync(log, b);
       for (const line of b.toString().split('\n').filter(Boolean)) process.stderr.write(`[${tag}] ${line}\n`);
@@ -102,9 +106,9 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
       const ckpt = `${artifact}.ckpt`;
       const resumed = (s.kind === 'pretrain' || s.kind === 'prune') && fs.existsSync(ckpt);
       let args: string[];
-      if (s.kind === 'pretrain') args = ['train', current, ...common, ...flagsOf(opts), '--out', artifact, '--json', ...(resumed ? ['--resume'] : [])];
-      else if (s.kind === 'prune') args = ['prune', current, ...common, ...flagsOf(opts), '--out', artifact, '--json', ...(resumed ? ['--resume'] : [])];
-      else if (s.kind === 'quantize') args = ['quantize', current, '--data', r.data, ...flagsOf(opts), '--out', artifact, '--json'];
+      if (s.kind === 'pretrain') args = ['train', current, ...common, ...flagsOf(opts), '--out', artifact, ...(resumed ? ['--resume'] : [])];
+      else if (s.kind === 'prune') args = ['prune', current, ...common, ...flagsOf(opts), '--out', artifact, ...(resumed ? ['--resume'] : [])];
+      else if (s.kind === 'quantize') args = ['quantize', current, '--data', r.data, ...flagsOf(opts), '--out', artifact];
       else args = ['verify', lastModel, '--data', r.data, '--seed', String(r.seed), ...(r.backend ? ['--backend', r.backend] : []), ...flagsOf(opts), '--json', artifact];
       process.stderr.write(`[${id}] ${resumed ? 'resuming' : 'running'}: onnx-hydra ${args.join(' ')}\n`);
       await runChild(args, `${base}.log`, id);

@@ -164,9 +164,10 @@ export async function quantizeInt8(source: OnnxModel, calib: { x: Float32Array; 
  * constant becomes its float value (the exact dequantised weights), and QuantizeLinear→DequantizeLinear
  * pairs on activations become identities (forward and backward). Models without Q/DQ come back unchanged.
  */
-export function stripQdq(source: OnnxModel): { model: OnnxModel; quantized: boolean; weights: number; activations: number } {
+export function stripQdq(sparse: OnnxModel): { model: OnnxModel; quantized: boolean; weights: number; activations: number } {
+  const source = densifySparse(sparse);
   const g0 = source.proto.graph!;
-  if (!(g0.node ?? []).some((n) => n.opType === 'QuantizeLinear' || n.opType === 'DequantizeLinear')) return { model: source, quantized: false, weights: 0, activations: 0 };
+  if (!(g0.node ?? []).some((n) => n.opType === 'QuantizeLinear' || n.opType === 'DequantizeLinear')) return { model: sparse, quantized: false, weights: 0, activations: 0 };
   const model = cloneModel(source);
   const g = model.proto.graph!;
   const inits = new Map((g.initializer ?? []).map((t) => [t.name ?? '', t]));
