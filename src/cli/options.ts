@@ -13,6 +13,13 @@ export function withBackend<T>(y: Argv<T>) {
   });
 }
 
+/** --mean/--std: normalisation put in front of the model (inputs stay pixels in [0,1]). */
+export function withNormalization<T>(y: Argv<T>) {
+  return y
+    .option('mean', { type: 'string', describe: 'the model expects (x − mean)/std: per-channel means, e.g. 0.4914,0.4822,0.4465; put in front of the model (its exports include it), so inputs and ε stay in [0,1] pixels' })
+    .option('std', { type: 'string', describe: 'per-channel standard deviations (with --mean)' });
+}
+
 export function withObjective<T>(y: Argv<T>, def: ObjectiveKind) {
   return y
     .option('objective', { type: 'string', default: def, choices: OBJECTIVES as unknown as string[], describe: 'training objective' })

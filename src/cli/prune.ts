@@ -19,7 +19,8 @@ import { compareWithOrt } from '../verify/equivalence.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
-import { derivedPath, objectiveFromArgs, optimizerFromArgs, withBackend, withObjective, withTraining } from './options.js';
+import { derivedPath, objectiveFromArgs, optimizerFromArgs, withBackend, withNormalization, withObjective, withTraining } from './options.js';
+import { parseChannels, withInputNormalization } from '../onnx/normalize-input.js';
 
 type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
 
@@ -27,7 +28,7 @@ export const pruneCommand: CommandModule<object, Args> = {
   command: 'prune <model>',
   describe: 'prune a (robustly trained) ONNX classifier with HYDRA, Adv-LWM or Adv-ADMM, fine-tune, export',
   builder: (y) =>
-    withTraining(withObjective(withBackend(withModelOptions(y)), 'trades'), { lr: 0.1 })
+    withTraining(withObjective(withBackend(withNormalization(withModelOptions(y))), 'trades'), { lr: 0.1 })
       .option('method', { type: 'string', default: 'hydra', choices: METHODS as unknown as string[], describe: 'hydra: importance scores (Sehwag et al. 2020); lwm: robust magnitude pruning; admm: Adv-ADMM (Ye et al. 2019)' })
       .option('sparsity', { type: 'number', default: 0.99, describe: 'fraction of the prunable weights removed, in (0,1)' })
       .option('allocation', { type: 'string', default: 'layer', choices: ['layer', 'global'], describe: 'top-k per layer (HYDRA) or one global threshold' })
@@ -66,7 +67,7 @@ export const pruneCommand: CommandModule<object, Args> = {
     const out = a.out ?? derivedPath(a.model, `${method}-${sparsity}`);
     if (path.resolve(out) === path.resolve(a.model)) throw new UserError(`--out '${out}' would overwrite the input model; choose another file`);
     const data = loadData(String(a.data));
-    const model = loadModel(a.model);
+    const model = withInputNormalization(loadModel(a.model), parseChannels('mean', a.mean), parseChannels('std', a.std));
     const graph = TfGraph.fromModel(model, { inputShapes: parseInputShapes(a['input-shape'] as string[] | undefined) });
     if (!graph.prunableNames().length) throw new UserError(`${a.model}: no prunable layer (Conv/ConvTranspose/Gemm/MatMul weights)`);
     const engine = selectEngine(a.backend as BackendChoice);

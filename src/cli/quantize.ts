@@ -9,14 +9,15 @@ import { quantizeInt8 } from '../quant/qdq.js';
 import { toSparseInitializers } from '../onnx/sparse.js';
 import { checkDataFitsModel, loadData } from '../data/index.js';
 import { OrtClassifier } from '../verify/classifier.js';
-import { realInputs, declaredShape } from '../onnx/model.js';
+import { realInputs, declaredShape, encodeModel } from '../onnx/model.js';
+import { parseChannels, withInputNormalization } from '../onnx/normalize-input.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { pct, printJson } from './common.js';
 
 type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
 
-async function accuracyAndPredictions(file: string, x: Float32Array, y: Int32Array, shape: [number, number, number], classes: number): Promise<{ acc: number; pred: Int32Array }> {
+async function accuracyAndPredictions(file: string | Uint8Array, x: Float32Array, y: Int32Array, shape: [number, number, number], classes: number): Promise<{ acc: number; pred: Int32Array }> {
   const c = await OrtClassifier.open(file, [...shape], classes, { maxBatch: 500 });
   try {
     const pred = await c.predict(x, y.length);
@@ -40,6 +41,8 @@ export const quantizeCommand: CommandModule<object, Args> = {
       .option('percentile', { type: 'number', default: 99.99 })
       .option('eval-limit', { type: 'number', describe: 'test images for the accuracy comparison (default: all)' })
       .option('sparse-format', { type: 'string', default: 'dense', choices: ['dense', 'sparse-initializer'], describe: 'store int8 weights that contain zeros (pruned models) as ONNX sparse initializers' })
+      .option('mean', { type: 'string', describe: 'per-channel means the model expects (put in front of it)' })
+      .option('std', { type: 'string', describe: 'per-channel standard deviations (with --mean)' })
       .option('out', { type: 'string', describe: 'default: <model>.int8.onnx' })
       .option('json', { type: 'boolean', default: false }) as never,
   handler: async (a) => {
@@ -51,7 +54,8 @@ export const quantizeCommand: CommandModule<object, Args> = {
     const p = Number(a.percentile);
     if (!(p > 50 && p <= 100)) throw new UserError(`--percentile must be in (50, 100], got ${a.percentile}`);
     const data = loadData(String(a.data));
-    const model = loadModel(a.model);
+    const model = withInputNormalization(loadModel(a.model), parseChannels('mean', a.mean), parseChannels('std', a.std));
+    const floatSource: string | Uint8Array = a.mean !== undefined || a.std !== undefined ? encodeModel(model) : a.model;
     const inputs = realInputs(model.proto.graph!);
     const declared = inputs.length === 1 ? declaredShape(inputs[0]!) : undefined;
     if (declared?.length === 4) checkDataFitsModel(data.train, declared);
@@ -72,7 +76,7 @@ export const quantizeCommand: CommandModule<object, Args> = {
     const xs = test.x.subarray(0, m * per);
     const ys = test.y.subarray(0, m);
     const classes = Math.max(test.classes, 2);
-    const f = await accuracyAndPredictions(a.model, xs, ys, test.shape, classes);
+    const f = await accuracyAndPredictions(floatSource, xs, ys, test.shape, classes);
     const qa = await accuracyAndPredictions(out, xs, ys, test.shape, classes);
     let agree = 0;
     for (let i = 0; i < m; i++) if (f.pred[i] === qa.pred[i]) agree++;

@@ -13,7 +13,8 @@ import { compareWithOrt } from '../verify/equivalence.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
-import { derivedPath, objectiveFromArgs, optimizerFromArgs, withBackend, withObjective, withTraining } from './options.js';
+import { derivedPath, objectiveFromArgs, optimizerFromArgs, withBackend, withNormalization, withObjective, withTraining } from './options.js';
+import { parseChannels, withInputNormalization } from '../onnx/normalize-input.js';
 
 type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
 
@@ -21,7 +22,7 @@ export const trainCommand: CommandModule<object, Args> = {
   command: 'train <model>',
   describe: 'train an ONNX classifier (natural or robust objective) and export the trained ONNX model',
   builder: (y) =>
-    withTraining(withObjective(withBackend(withModelOptions(y)), 'natural'), { epochs: 5, lr: 0.05 })
+    withTraining(withObjective(withBackend(withNormalization(withModelOptions(y))), 'natural'), { epochs: 5, lr: 0.05 })
       .option('out', { type: 'string', describe: 'trained model (default: <model>.<objective>.onnx)' })
       .option('eval-eps', { type: 'number', describe: 'ε of the final PGD evaluation (default: --eps, or 0.1 when --eps is 0)' })
       .option('eval-steps', { type: 'number', default: 20, describe: 'steps of the final PGD evaluation (0: benign only)' })
@@ -43,7 +44,7 @@ export const trainCommand: CommandModule<object, Args> = {
     const out = a.out ?? derivedPath(a.model, objCfg.kind);
     if (path.resolve(out) === path.resolve(a.model)) throw new UserError(`--out '${out}' would overwrite the input model; choose another file`);
     const data = loadData(String(a.data));
-    const model = loadModel(a.model);
+    const model = withInputNormalization(loadModel(a.model), parseChannels('mean', a.mean), parseChannels('std', a.std));
     const engine = selectEngine(a.backend as BackendChoice);
     log(`engine: ${engine.description}`);
     const graph = TfGraph.fromModel(model, { inputShapes: parseInputShapes(a['input-shape'] as string[] | undefined) });

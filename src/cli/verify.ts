@@ -12,6 +12,7 @@ import { BACKENDS, type BackendChoice } from '../engine/select.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { parseInputShapes, pct, printJson, table } from './common.js';
+import { parseChannels } from '../onnx/normalize-input.js';
 
 type Args = Record<string, unknown> & { model: string };
 
@@ -65,6 +66,8 @@ export const verifyCommand: CommandModule<object, Args> = {
       .option('provider', { type: 'string', default: 'cpu', choices: ['cpu', 'cuda'], describe: 'onnxruntime-node execution provider' })
       .option('backend', { type: 'string', default: 'auto', choices: BACKENDS as unknown as string[], describe: 'engine computing PGD gradients' })
       .option('input-shape', { type: 'string', array: true, describe: 'fix free input dimensions other than the batch' })
+      .option('mean', { type: 'string', describe: 'per-channel means the model expects: (x − mean)/std is put in front of it, ε stays in [0,1] pixels' })
+      .option('std', { type: 'string', describe: 'per-channel standard deviations (with --mean)' })
       .option('seed', { type: 'number', default: 0 })
       .option('json', { type: 'string', describe: 'write the JSON report to this file (no file: print it instead of the table)' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' }) as never,
@@ -130,6 +133,7 @@ export const verifyCommand: CommandModule<object, Args> = {
       model: a.model, data: d, dataSpec: data.spec, limit: a.limit !== undefined ? Number(a.limit) : undefined, batch, provider,
       backend: a.backend as BackendChoice, prepare: { inputShapes: parseInputShapes(a['input-shape'] as string[] | undefined) },
       pgd, square, ibp, smoothing, seed: Number(a.seed), quiet, log,
+      normalize: a.mean !== undefined || a.std !== undefined ? { mean: parseChannels('mean', a.mean), std: parseChannels('std', a.std) } : undefined,
     });
     if (jsonTo) writeFileAtomic(jsonTo, JSON.stringify(report, null, 2));
     if (jsonStdout) printJson(report);

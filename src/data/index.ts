@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { loadIdxPair, packageRoot, type Dataset } from './dataset.js';
+import { loadCifar10, loadCifar100, loadNpyPair } from './formats.js';
 
 export type { Dataset } from './dataset.js';
 export { makeDataset, slice } from './dataset.js';
@@ -31,7 +32,9 @@ function mnistLike(dir: string, name: string): DataSplits {
  * Data specs:
  *  fashion-mnist              the embedded copy under data/fashion-mnist/
  *  mnist:<dir> / fashion-mnist:<dir>   the four IDX files (gzipped or not) in <dir>
+ *  cifar10:<dir> / cifar100:<dir>   CIFAR binary batches (data_batch_1..5.bin + test_batch.bin / train.bin + test.bin)
  *  idx:<images>,<labels>      one IDX pair, used as the test split; a second pair after ';' is the train split
+ *  npy:<x.npy>,<y.npy>        one .npy pair (NCHW, NHW or NHWC; uint8 or float in [0,1]), same convention
  */
 export function loadData(spec: string): DataSplits {
   const hit = cache.get(spec);
@@ -46,6 +49,20 @@ export function loadData(spec: string): DataSplits {
       if (!rest) throw new UserError(`--data mnist needs a folder: mnist:<dir> with the four IDX files`);
       out = mnistLike(rest, 'mnist');
       break;
+    case 'cifar10':
+    case 'cifar100': {
+      if (!rest) throw new UserError(`--data ${kind} needs a folder: ${kind}:<dir> with the binary batches (${kind === 'cifar10' ? 'cifar-10-binary.tar.gz' : 'cifar-100-binary.tar.gz'}, unpacked)`);
+      out = { spec, ...(kind === 'cifar10' ? loadCifar10(rest) : loadCifar100(rest)) };
+      break;
+    }
+    case 'npy': {
+      const pairs = rest.split(';').map((p) => p.split(',').map((s) => s.trim()));
+      if (!pairs.every((p) => p.length === 2 && p[0] && p[1])) throw new UserError(`--data npy:<x.npy>,<y.npy>[;<train x.npy>,<train y.npy>] expected, got '${spec}'`);
+      const test = loadNpyPair(pairs[0]![0]!, pairs[0]![1]!, 'npy/test');
+      const train = pairs[1] ? loadNpyPair(pairs[1][0]!, pairs[1][1]!, 'npy/train') : test;
+      out = { spec, train, test };
+      break;
+    }
     case 'idx': {
       const pairs = rest.split(';').map((p) => p.split(',').map((s) => s.trim()));
       if (!pairs.every((p) => p.length === 2 && p[0] && p[1])) throw new UserError(`--data idx:<images>,<labels>[;<train images>,<train labels>] expected, got '${spec}'`);
@@ -55,7 +72,7 @@ export function loadData(spec: string): DataSplits {
       break;
     }
     default:
-      throw new UserError(`unknown --data '${spec}': use fashion-mnist, mnist:<dir>, fashion-mnist:<dir> or idx:<images>,<labels>`);
+      throw new UserError(`unknown --data '${spec}': use fashion-mnist, fashion-mnist:<dir>, mnist:<dir>, cifar10:<dir>, cifar100:<dir>, idx:<images>,<labels> or npy:<x.npy>,<y.npy>`);
   }
   cache.set(spec, out);
   return out;

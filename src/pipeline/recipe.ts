@@ -27,6 +27,9 @@ export interface Recipe {
   data: string;
   seed: number;
   backend?: string;
+  /** normalisation the recipe's model expects (put in front of it by the first stage) */
+  mean?: string;
+  std?: string;
   stages: Stage[];
   /** prune options → values: the stages from `prune` on run once per combination */
   sweep?: Record<string, (string | number)[]>;
@@ -46,7 +49,7 @@ function optionsOf(cmd: CommandModule<object, never>, drop: string[]): Map<strin
   for (const k of o.number) m.set(k, { type: 'number' });
   for (const k of o.string) m.set(k, { type: 'string', choices: o.choices[k] });
   for (const k of o.boolean) m.set(k, { type: 'boolean' });
-  for (const k of [...drop, 'help', 'version', 'json', 'model', 'out', 'resume', 'checkpoint-dir', 'data', 'quiet', 'seed', 'backend', 'input-shape']) m.delete(k);
+  for (const k of [...drop, 'help', 'version', 'json', 'model', 'out', 'resume', 'checkpoint-dir', 'data', 'quiet', 'seed', 'backend', 'input-shape', 'mean', 'std']) m.delete(k);
   return m;
 }
 
@@ -115,7 +118,7 @@ function stageOptions(where: string, kind: StageKind, raw: unknown): Record<stri
   return out;
 }
 
-const TOP = ['name', 'description', 'model', 'data', 'seed', 'backend', 'stages', 'sweep'];
+const TOP = ['name', 'description', 'model', 'data', 'mean', 'std', 'seed', 'backend', 'stages', 'sweep'];
 
 export function parseRecipe(text: string, file: string): Recipe {
   let doc: unknown;
@@ -170,7 +173,14 @@ export function parseRecipe(text: string, file: string): Recipe {
       sweep[k] = vals.map((v) => checkValue(`${file}: sweep`, k0, v, spec) as string | number);
     }
   }
+  const chan = (k: string): string | undefined => {
+    const v = d[k];
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || !v.length || v.some((x) => typeof x !== 'number')) throw new UserError(`${file}: '${k}' must be a list of numbers (one per channel)`);
+    return v.join(',');
+  };
   const recipe = {
+    mean: chan('mean'), std: chan('std'),
     name: str('name', false) ?? file.replace(/^.*\//, '').replace(/\.(ya?ml|json)$/i, ''),
     description: str('description', false), model: str('model', true)!, data: str('data', false) ?? 'fashion-mnist',
     seed, backend: str('backend', false), stages, sweep,

@@ -102,7 +102,9 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
       }
       fs.mkdirSync(dir, { recursive: true });
       const t0 = performance.now();
-      const opts = { ...s.options, ...(s.kind === 'prune' ? extra : {}) };
+      // the recipe's normalisation goes into the first stage's model; its output carries it onward
+      const norm = current === r.model && (r.mean || r.std) ? { ...(r.mean ? { mean: r.mean } : {}), ...(r.std ? { std: r.std } : {}) } : {};
+      const opts = { ...s.options, ...(s.kind === 'prune' ? extra : {}), ...norm };
       const ckpt = `${artifact}.ckpt`;
       const resumed = (s.kind === 'pretrain' || s.kind === 'prune') && fs.existsSync(ckpt);
       let args: string[];

@@ -3,7 +3,8 @@
 // Square attack on the artifact, randomized-smoothing certification and IBP verified accuracy.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { loadModel, declaredShape, realInputs } from '../onnx/model.js';
+import { loadModel, declaredShape, realInputs, encodeModel } from '../onnx/model.js';
+import { withInputNormalization } from '../onnx/normalize-input.js';
 import { stripQdq } from '../quant/qdq.js';
 import { TfGraph, type PrepareOptions } from '../graph/graph.js';
 import { Net } from '../engine/net.js';
@@ -35,6 +36,8 @@ export interface VerifyOptions {
   smoothing?: SmoothingConfig & { radii: number[]; mode: 'certify' | 'predict' | 'both' };
   seed: number;
   quiet: boolean;
+  /** the model expects (x − mean)/std: put in front of it (the verdict is on the file plus this) */
+  normalize?: { mean?: number[]; std?: number[] };
   log?: (s: string) => void;
 }
 
@@ -66,7 +69,8 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
   const log = o.log ?? (() => {});
   const bytes = fs.readFileSync(o.model);
   const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
-  const model = loadModel(new Uint8Array(bytes));
+  const model = withInputNormalization(loadModel(new Uint8Array(bytes)), o.normalize?.mean, o.normalize?.std);
+  const ortSource: string | Uint8Array = o.normalize ? encodeModel(model) : o.model;
   const stripped = stripQdq(model);
   const inputs = realInputs(model.proto.graph!);
   if (inputs.length !== 1) throw new UserError(`${o.model}: expected a classifier with one input, the model has ${inputs.length}`);
@@ -79,7 +83,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
   const y = d.y.subarray(0, n);
   checkDataFitsModel(d, declared.length === 4 ? declared : ['N', ...d.shape]);
 
-  const probe = await createSession(o.model, { provider: o.provider });
+  const probe = await createSession(ortSource, { provider: o.provider });
   let classes: number;
   try {
     const [z] = await runSession(probe, [{ data: x.slice(0, per), shape: [1, ...d.shape] }]);
@@ -90,7 +94,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
     await probe.session.release();
   }
   checkDataFitsModel(d, ['N', ...d.shape], classes);
-  const clf = await OrtClassifier.open(o.model, [...d.shape], classes, { provider: o.provider, maxBatch: o.batch });
+  const clf = await OrtClassifier.open(ortSource, [...d.shape], classes, { provider: o.provider, maxBatch: o.batch });
   const warnings: string[] = [];
   const report: VerifyReport = {
     command: 'verify',
