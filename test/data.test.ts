@@ -80,3 +80,40 @@ test('--mean/--std: the normalised model on pixels equals the original model on 
   assert.throws(() => withInputNormalization(m, undefined, [0, 1, 1]), /--std values must be > 0/);
   assert.equal(withInputNormalization(m, undefined, undefined), m);
 });
+
+test('data download: streams from a (local) server into place, unpacks tarballs, prints the --data spec; offline is a one-line error', async () => {
+  const http = await import('node:http');
+  const tar = await import('tar');
+  const { downloadDataset } = await import('../src/data/download.js');
+  // a CIFAR-10 tarball with six tiny batches
+  const src = path.join(tmp, 'src', 'cifar-10-batches-bin');
+  fs.mkdirSync(src, { recursive: true });
+  const rec = Uint8Array.from({ length: 3073 }, (_, j) => (j === 0 ? 4 : j % 256));
+  for (const f of ['data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'test_batch']) fs.writeFileSync(path.join(src, `${f}.bin`), rec);
+  const served = path.join(tmp, 'served');
+  fs.mkdirSync(served);
+  await tar.c({ gzip: true, file: path.join(served, 'cifar-10-binary.tar.gz'), cwd: path.join(tmp, 'src') }, ['cifar-10-batches-bin']);
+  for (const f of fs.readdirSync('data/fashion-mnist').filter((f) => f.endsWith('.gz'))) fs.copyFileSync(path.join('data/fashion-mnist', f), path.join(served, f));
+  const server = http.createServer((req, res) => {
+    const f = path.join(served, path.basename(req.url ?? ''));
+    if (!fs.existsSync(f)) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-length': fs.statSync(f).size });
+    fs.createReadStream(f).pipe(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}/`;
+  try {
+    const fm = await downloadDataset('fashion-mnist', path.join(tmp, 'fm'), { baseUrl: base, quiet: true });
+    assert.equal(loadData(fm.spec).test.length, 10000);
+    const c = await downloadDataset('cifar10', path.join(tmp, 'c10'), { baseUrl: base, quiet: true });
+    const d = loadData(c.spec);
+    assert.equal(d.train.length, 5);
+    assert.deepEqual([...d.test.y], [4]);
+    const again = await downloadDataset('fashion-mnist', path.join(tmp, 'fm'), { baseUrl: base, quiet: true });
+    assert.ok(again.files.every((f) => f.reused));
+    await assert.rejects(downloadDataset('cifar100', path.join(tmp, 'mn'), { baseUrl: base, quiet: true }), /cannot download .*cifar-100-binary.tar.gz: HTTP 404/);
+    assert.ok(!fs.readdirSync(path.join(tmp, 'mn')).length, 'no partial file left');
+  } finally {
+    server.close();
+  }
+});

@@ -9,6 +9,7 @@ import { pruneCommand } from './prune.js';
 import { verifyCommand } from './verify.js';
 import { quantizeCommand } from './quantize.js';
 import { runCommand } from './run.js';
+import { dataCommand } from './data.js';
 
 export async function main(argv: string[]): Promise<void> {
   const cli: Argv = yargs(hideBin(argv))
@@ -22,6 +23,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(quantizeCommand as never)
     .command(verifyCommand as never)
     .command(runCommand as never)
+    .command(dataCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strictCommands()
     .strictOptions()
