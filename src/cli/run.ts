@@ -8,6 +8,12 @@ import { pct, printJson, table } from './common.js';
 
 type Args = Record<string, unknown> & { recipe: string };
 
+/** randomized smoothing: certified accuracy at L2 radius 0.5 (or the largest radius below it) */
+function certifiedAt(x: { smoothing?: { certified: { radius: number; acc: number }[] } }): string {
+  const c = x.smoothing?.certified.filter((r) => r.radius <= 0.5).pop();
+  return c ? `${pct(c.acc, 1)} @${c.radius}` : '-';
+}
+
 export const runCommand: CommandModule<object, Args> = {
   command: 'run <recipe>',
   describe: 'run a pipeline recipe (YAML/JSON): every stage\'s artifact, log and report in one folder; a second call resumes',
@@ -29,7 +35,7 @@ export const runCommand: CommandModule<object, Args> = {
     const files = writeReports(r, state, out);
     const { json, variants } = buildReport(r, state, out);
     if (a.json) return void printJson(json);
-    const rows = variants.flatMap((v) => v.verify.map((x) => [v.variant, x.judged + (x.model.quantized ? ' (int8)' : ''), v.sparsity !== undefined ? pct(v.sparsity, 1) : '0%', pct(x.benign.acc, 2), x.pgd ? pct(x.pgd.acc, 2) : '-', x.square ? pct(x.square.acc, 2) : '-', x.ibp ? pct(x.ibp.verified_acc, 2) : '-', x.model.bytes]));
-    process.stdout.write(`${r.name}: ${out}\n\n` + table(['run', 'file', 'sparsity', 'benign', 'PGD', 'Square', 'IBP', 'bytes'], rows) + `\n\n  ${files.json}\n  ${files.html}\n`);
+    const rows = variants.flatMap((v) => v.verify.map((x) => [v.variant, x.judged + (x.model.quantized ? ' (int8)' : ''), v.sparsity !== undefined ? pct(v.sparsity, 1) : '0%', pct(x.benign.acc, 2), x.pgd ? pct(x.pgd.acc, 2) : '-', x.square ? pct(x.square.acc, 2) : '-', x.ibp ? pct(x.ibp.verified_acc, 2) : '-', certifiedAt(x), x.model.bytes]));
+    process.stdout.write(`${r.name}: ${out}\n\n` + table(['run', 'file', 'sparsity', 'benign', 'PGD', 'Square', 'IBP', 'certified', 'bytes'], rows) + `\n\n  ${files.json}\n  ${files.html}\n`);
   },
 };

@@ -60,7 +60,7 @@ const pc = (v: number | undefined): string => (v === undefined ? '–' : `${(100
 export function renderHtml(r: Recipe, variants: VariantSummary[]): string {
   // the UMD build next to the package's main file (its exports map hides the path)
   const chartJs = fs.readFileSync(path.join(path.dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.js'), 'utf8');
-  const rows = variants.flatMap((v) => v.verify.map((x) => `<tr><td>${esc(v.variant)}</td><td>${esc(x.judged)}${x.model.quantized ? ' (int8)' : ''}</td><td>${v.sparsity !== undefined ? pc(v.sparsity) : '0%'}</td><td>${pc(x.benign.acc)}</td><td>${pc(x.pgd?.acc)}</td><td>${pc(x.square?.acc)}</td><td>${pc(x.ibp?.verified_acc)}</td><td>${x.model.bytes.toLocaleString('en-US')}</td></tr>`));
+  const rows = variants.flatMap((v) => v.verify.map((x) => `<tr><td>${esc(v.variant)}</td><td>${esc(x.judged)}${x.model.quantized ? ' (int8)' : ''}</td><td>${v.sparsity !== undefined ? pc(v.sparsity) : '0%'}</td><td>${pc(x.benign.acc)}</td><td>${pc(x.pgd?.acc)}</td><td>${pc(x.square?.acc)}</td><td>${pc(x.ibp?.verified_acc)}</td><td>${x.smoothing?.certified.length ? x.smoothing.certified.map((c) => `${pc(c.acc)} @${c.radius}`).join('<br>') : '–'}</td><td>${x.model.bytes.toLocaleString('en-US')}</td></tr>`));
   const arts = variants.flatMap((v) => v.artifacts.map((a) => `<tr><td>${esc(v.variant)}</td><td>${esc(a.file)}</td><td>${a.bytes.toLocaleString('en-US')}</td><td>${a.gzip_bytes.toLocaleString('en-US')}</td></tr>`));
   // chart data: accuracy vs sparsity (float models), certified accuracy vs radius, per-layer sparsity
   const floatVerify = (v: VariantSummary) => v.verify.filter((x) => !x.model.quantized).pop() ?? v.verify.at(-1);
@@ -89,7 +89,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 <p>${esc(r.description ?? '')}</p>
 <p>Model <code>${esc(r.model)}</code>, data <code>${esc(r.data)}</code>, seed ${r.seed}. Every accuracy below comes from onnxruntime-node running the file named.</p>
 <h2>Verification</h2>
-<table id="verify"><tr><th>run</th><th>file</th><th>sparsity</th><th>benign</th><th>PGD</th><th>Square</th><th>IBP verified</th><th>bytes</th></tr>${rows.join('')}</table>
+<table id="verify"><tr><th>run</th><th>file</th><th>sparsity</th><th>benign</th><th>PGD</th><th>Square</th><th>IBP verified</th><th>smoothing certified @ L2 radius</th><th>bytes</th></tr>${rows.join('')}</table>
 <h2>Artifacts</h2>
 <table><tr><th>run</th><th>file</th><th>bytes</th><th>gzip bytes</th></tr>${arts.join('')}</table>
 ${charts.join('\n')}
