@@ -54,17 +54,8 @@ export function makeRng(seed: string | number, state?: number[]): Rng {
     spare = v * f;
     return u * f;
   };
-  rng.int32 = () => {
-    const r = Math.imul(rotl(Math.imul(b, 5), 7), 9);
-    const t = b << 9;
-    c ^= a;
-    d ^= b;
-    b ^= c;
-    a ^= d;
-    c ^= t;
-    d = rotl(d, 11);
-    return r | 0;
-  };
+  // (next() is an exact multiple of 2^-32, so this recovers the 32 bits)
+  rng.int32 = () => (next() * 4294967296) | 0;
   rng.state = () => [a, b, c, d];
   return rng;
 }
@@ -120,7 +111,8 @@ const ZF = new Float64Array(128);
 export function addGaussian(rng: Rng, base: Float32Array, sigma: number, out: Float32Array): void {
   const per = base.length;
   const R = 3.442619855899;
-  // a local xoshiro128** seeded from the caller's stream: state in registers inside the hot loop
+  // a local xoshiro128** seeded from the caller's stream (the same step as makeRng's, repeated on purpose:
+  // state in registers inside the hot loop is what makes this fast)
   let a = rng.int32();
   let b = rng.int32();
   let c = rng.int32();
