@@ -61,7 +61,9 @@ export function renderHtml(r: Recipe, variants: VariantSummary[]): string {
   // the UMD build next to the package's main file (its exports map hides the path)
   const chartJs = fs.readFileSync(path.join(path.dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.js'), 'utf8');
   const rows = variants.flatMap((v) => v.verify.map((x) => `<tr><td>${esc(v.variant)}</td><td>${esc(x.judged)}${x.model.quantized ? ' (int8)' : ''}</td><td>${v.sparsity !== undefined ? pc(v.sparsity) : '0%'}</td><td>${pc(x.benign.acc)}</td><td>${pc(x.pgd?.acc)}</td><td>${pc(x.square?.acc)}</td><td>${pc(x.ibp?.verified_acc)}</td><td>${x.smoothing?.certified.length ? x.smoothing.certified.map((c) => `${pc(c.acc)} @${c.radius}`).join('<br>') : '–'}</td><td>${x.model.bytes.toLocaleString('en-US')}</td></tr>`));
-  const arts = variants.flatMap((v) => v.artifacts.map((a) => `<tr><td>${esc(v.variant)}</td><td>${esc(a.file)}</td><td>${a.bytes.toLocaleString('en-US')}</td><td>${a.gzip_bytes.toLocaleString('en-US')}</td></tr>`));
+  // (artifacts shared by every variant of a sweep, such as the pretrained model, are listed once)
+  const seen = new Set<string>();
+  const arts = variants.flatMap((v) => v.artifacts.filter((a) => !seen.has(a.file) && seen.add(a.file)).map((a) => `<tr><td>${esc(variants.length > 1 && !a.file.includes('/') ? 'all' : v.variant)}</td><td>${esc(a.file)}</td><td>${a.bytes.toLocaleString('en-US')}</td><td>${a.gzip_bytes.toLocaleString('en-US')}</td></tr>`));
   // chart data: accuracy vs sparsity (float models), certified accuracy vs radius, per-layer sparsity
   const floatVerify = (v: VariantSummary) => v.verify.filter((x) => !x.model.quantized).pop() ?? v.verify.at(-1);
   const bySparsity = variants.filter((v) => v.sparsity !== undefined && floatVerify(v)).map((v) => ({ label: v.variant, method: v.method ?? '', s: v.sparsity!, benign: floatVerify(v)!.benign.acc, pgd: floatVerify(v)!.pgd?.acc ?? null }));
