@@ -12,7 +12,7 @@ import { makeObjective } from '../train/objectives.js';
 import type { TrainConfig } from '../train/trainer.js';
 import { METHODS, pruneNet, type PruneMethod } from '../prune/prune.js';
 import { sparsityOf } from '../prune/masks.js';
-import { quantizeInt8 } from '../quant/qdq.js';
+import { calibrationSet, quantizeInt8 } from '../quant/qdq.js';
 import { toSparseInitializers } from '../onnx/sparse.js';
 import { evaluateRobustness } from '../verify/robustness.js';
 import { compareWithOrt } from '../verify/equivalence.js';
@@ -123,8 +123,7 @@ export const pruneCommand: CommandModule<object, Args> = {
     if (a.quantize === 'int8') {
       const qFile = out.replace(/\.onnx$/, '') + '.int8.onnx';
       const cn = Math.min(Number(a['calibration-size']), data.train.length);
-      const per = data.train.shape.reduce((p, d) => p * d, 1);
-      const q = await quantizeInt8(loadModel(out), { x: data.train.x.subarray(0, cn * per), shape: [cn, ...data.train.shape] }, { calibration: a.calibration as 'minmax' | 'percentile', percentile: Number(a.percentile) });
+      const q = await quantizeInt8(loadModel(out), calibrationSet(data.train, cn), { calibration: a.calibration as 'minmax' | 'percentile', percentile: Number(a.percentile) });
       const qBytes = saveModel(q.model, qFile);
       const qa = await compareWithOrt(qFile, data.test.x, data.test.y, data.test.shape, (x, n) => frozen.logits(x, n), { limit });
       int8 = {

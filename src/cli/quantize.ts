@@ -5,7 +5,8 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import type { CommandModule } from 'yargs';
 import { loadModel, saveModel } from '../onnx/model.js';
-import { quantizeInt8 } from '../quant/qdq.js';
+import { calibrationSet, quantizeInt8 } from '../quant/qdq.js';
+import { withNormalization } from './options.js';
 import { toSparseInitializers } from '../onnx/sparse.js';
 import { checkDataFitsModel, loadData } from '../data/index.js';
 import { OrtClassifier } from '../verify/classifier.js';
@@ -17,8 +18,8 @@ import { pct, printJson } from './common.js';
 
 type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
 
-async function accuracyAndPredictions(file: string | Uint8Array, x: Float32Array, y: Int32Array, shape: [number, number, number], classes: number): Promise<{ acc: number; pred: Int32Array }> {
-  const c = await OrtClassifier.open(file, [...shape], classes, { maxBatch: 500 });
+async function accuracyAndPredictions(file: string | Uint8Array, x: Float32Array, y: Int32Array, shape: [number, number, number]): Promise<{ acc: number; pred: Int32Array }> {
+  const c = await OrtClassifier.open(file, [...shape], undefined, { maxBatch: 500 });
   try {
     const pred = await c.predict(x, y.length);
     let ok = 0;
@@ -33,7 +34,7 @@ export const quantizeCommand: CommandModule<object, Args> = {
   command: 'quantize <model>',
   describe: 'write an int8 QDQ model: per-channel symmetric int8 weights, uint8 activations calibrated on training images',
   builder: (y) =>
-    y
+    withNormalization(y)
       .positional('model', { type: 'string', demandOption: true, describe: 'ONNX classifier (opset ≥ 13)' })
       .option('data', { type: 'string', default: 'fashion-mnist', describe: 'calibration images come from the training split; accuracy from the test split' })
       .option('calibration', { type: 'string', default: 'minmax', choices: ['minmax', 'percentile'] })
@@ -41,8 +42,6 @@ export const quantizeCommand: CommandModule<object, Args> = {
       .option('percentile', { type: 'number', default: 99.99 })
       .option('eval-limit', { type: 'number', describe: 'test images for the accuracy comparison (default: all)' })
       .option('sparse-format', { type: 'string', default: 'dense', choices: ['dense', 'sparse-initializer'], describe: 'store int8 weights that contain zeros (pruned models) as ONNX sparse initializers' })
-      .option('mean', { type: 'string', describe: 'per-channel means the model expects (put in front of it)' })
-      .option('std', { type: 'string', describe: 'per-channel standard deviations (with --mean)' })
       .option('out', { type: 'string', describe: 'default: <model>.int8.onnx' })
       .option('json', { type: 'boolean', default: false }) as never,
   handler: async (a) => {
@@ -61,7 +60,7 @@ export const quantizeCommand: CommandModule<object, Args> = {
     if (declared?.length === 4) checkDataFitsModel(data.train, declared);
     const n = Math.min(cn, data.train.length);
     const per = data.train.shape.reduce((s, d) => s * d, 1);
-    const q = await quantizeInt8(model, { x: data.train.x.subarray(0, n * per), shape: [n, ...data.train.shape] }, { calibration: a.calibration as 'minmax' | 'percentile', percentile: p });
+    const q = await quantizeInt8(model, calibrationSet(data.train, n), { calibration: a.calibration as 'minmax' | 'percentile', percentile: p });
     let qModel = q.model;
     let format = 'dense';
     if (a['sparse-format'] === 'sparse-initializer') {
@@ -75,9 +74,8 @@ export const quantizeCommand: CommandModule<object, Args> = {
     const m = Math.min(a['eval-limit'] !== undefined ? Number(a['eval-limit']) : test.length, test.length);
     const xs = test.x.subarray(0, m * per);
     const ys = test.y.subarray(0, m);
-    const classes = Math.max(test.classes, 2);
-    const f = await accuracyAndPredictions(floatSource, xs, ys, test.shape, classes);
-    const qa = await accuracyAndPredictions(out, xs, ys, test.shape, classes);
+    const f = await accuracyAndPredictions(floatSource, xs, ys, test.shape);
+    const qa = await accuracyAndPredictions(out, xs, ys, test.shape);
     let agree = 0;
     for (let i = 0; i < m; i++) if (f.pred[i] === qa.pred[i]) agree++;
     const report = {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { loadRecipe } from '../pipeline/recipe.js';
 import { runRecipe } from '../pipeline/runner.js';
-import { buildReport, writeReports } from '../pipeline/report.js';
+import { writeReports } from '../pipeline/report.js';
 import { pct, printJson, table } from './common.js';
 
 type Args = Record<string, unknown> & { recipe: string };
@@ -33,7 +33,7 @@ export const runCommand: CommandModule<object, Args> = {
     }
     const state = await runRecipe(r, a.recipe, out, { restart: !!a.restart });
     const files = writeReports(r, state, out);
-    const { json, variants } = buildReport(r, state, out);
+    const { json, variants } = files.report;
     if (a.json) return void printJson(json);
     const rows = variants.flatMap((v) => v.verify.map((x) => [v.variant, x.judged + (x.model.quantized ? ' (int8)' : ''), v.sparsity !== undefined ? pct(v.sparsity, 1) : '0%', pct(x.benign.acc, 2), x.pgd ? pct(x.pgd.acc, 2) : '-', x.square ? pct(x.square.acc, 2) : '-', x.ibp ? pct(x.ibp.verified_acc, 2) : '-', certifiedAt(x), x.model.bytes]));
     process.stdout.write(`${r.name}: ${out}\n\n` + table(['run', 'file', 'sparsity', 'benign', 'PGD', 'Square', 'IBP', 'certified', 'bytes'], rows) + `\n\n  ${files.json}\n  ${files.html}\n`);

@@ -7,7 +7,8 @@ import { verifyModel, type VerifyReport } from '../verify/verify.js';
 import type { PgdEvalConfig } from '../verify/robustness.js';
 import type { SquareConfig } from '../verify/square.js';
 import type { SmoothingConfig } from '../verify/smoothing.js';
-import { availableProviders, cudaInstalled, CUDA_HINT, type Provider } from '../runtime/ort.js';
+import type { Provider } from '../runtime/ort.js';
+import { withNormalization } from './options.js';
 import { BACKENDS, type BackendChoice } from '../engine/select.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
@@ -49,7 +50,7 @@ export const verifyCommand: CommandModule<object, Args> = {
   command: 'verify <model>',
   describe: 'benign, PGD, Square-attack, randomized-smoothing and IBP accuracy of an ONNX file, run by onnxruntime-node',
   builder: (y) =>
-    y
+    withNormalization(y)
       .positional('model', { type: 'string', demandOption: true, describe: 'ONNX classifier (float or int8 QDQ)' })
       .option('data', { type: 'string', default: 'fashion-mnist', describe: 'fashion-mnist | fashion-mnist:<dir> | mnist:<dir> | idx:<images.gz>,<labels.gz> (the test split is used)' })
       .option('limit', { type: 'number', describe: 'first N test images (default: all)' })
@@ -66,8 +67,6 @@ export const verifyCommand: CommandModule<object, Args> = {
       .option('provider', { type: 'string', default: 'cpu', choices: ['cpu', 'cuda'], describe: 'onnxruntime-node execution provider' })
       .option('backend', { type: 'string', default: 'auto', choices: BACKENDS as unknown as string[], describe: 'engine computing PGD gradients' })
       .option('input-shape', { type: 'string', array: true, describe: 'fix free input dimensions other than the batch' })
-      .option('mean', { type: 'string', describe: 'per-channel means the model expects: (x − mean)/std is put in front of it, ε stays in [0,1] pixels' })
-      .option('std', { type: 'string', describe: 'per-channel standard deviations (with --mean)' })
       .option('seed', { type: 'number', default: 0 })
       .option('json', { type: 'string', describe: 'write the JSON report to this file (no file: print it instead of the table)' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' }) as never,
@@ -80,9 +79,6 @@ export const verifyCommand: CommandModule<object, Args> = {
     if (!Number.isInteger(batch) || batch < 1) throw new UserError(`--batch-size must be an integer ≥ 1, got ${a['batch-size']}`);
     if (a.limit !== undefined && !(Number.isInteger(Number(a.limit)) && Number(a.limit) >= 1)) throw new UserError(`--limit must be an integer ≥ 1, got ${a.limit}`);
     const provider = a.provider as Provider;
-    if (provider === 'cuda' && !(availableProviders().includes('cuda') && cudaInstalled())) {
-      throw new UserError(`--provider cuda: onnxruntime-node's CUDA provider is not installed; ${CUDA_HINT}`);
-    }
     const data = loadData(String(a.data));
     const d = data.test;
     const def = attackDefaults(d);

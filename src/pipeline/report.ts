@@ -106,11 +106,12 @@ document.body.dataset.rendered = 'yes';
 `;
 }
 
-export function writeReports(r: Recipe, state: RunState, outDir: string): { json: string; html: string } {
-  const { json, variants } = buildReport(r, state, outDir);
+export function writeReports(r: Recipe, state: RunState, outDir: string): { json: string; html: string; report: ReturnType<typeof buildReport> } {
+  const built = buildReport(r, state, outDir);
+  const { json, variants } = built;
   const jf = path.join(outDir, 'report.json');
   const hf = path.join(outDir, 'report.html');
   writeFileAtomic(jf, JSON.stringify(json, null, 2));
   writeFileAtomic(hf, renderHtml(r, variants));
-  return { json: jf, html: hf };
+  return { json: jf, html: hf, report: built };
 }

@@ -39,18 +39,14 @@ function variantName(c: Record<string, string | number>): string {
   return Object.entries(c).map(([k, v]) => `${k}-${v}`).join('_').replace(/[^\w.-]+/g, '-');
 }
 
-/** Run a child onnx-hydra command; its stderr goes to the log file and (prefixed) to ours; stdout is returned. */
-function runChild(args: string[], logFile: string, tag: string): Promise<string> {
+/** Run a child onnx-hydra command; its output goes to the log file, its stderr also (prefixed) to ours. */
+function runChild(args: string[], logFile: string, tag: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const log = fs.openSync(logFile, 'a');
     fs.writeSync(log, `$ onnx-hydra ${args.join(' ')}\n`);
     const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYDRA_PROGRESS_SECONDS: process.env.HYDRA_PROGRESS_SECONDS ?? '15' } });
-    let out = '';
     // (the commands' own summaries go to the log; their JSON reports are files next to the artifacts)
-    child.stdout.on('data', (b: Buffer) => {
-      out += b.toString();
-      fs.writeSync(log, b);
-    });
+    child.stdout.on('data', (b: Buffer) => fs.writeSync(log, b));
     child.stderr.on('data', (b: Buffer) => {
       fs.writeSync(log, b);
       for (const line of b.toString().split('\n').filter(Boolean)) process.stderr.write(`[${tag}] ${line}\n`);
@@ -58,7 +54,7 @@ function runChild(args: string[], logFile: string, tag: string): Promise<string>
     child.on('error', (e) => reject(e));
     child.on('close', (code, signal) => {
       fs.closeSync(log);
-      if (code === 0) resolve(out);
+      if (code === 0) resolve();
       else {
         const last = fs.readFileSync(logFile, 'utf8').trim().split('\n').filter((l) => /error/i.test(l)).pop();
         reject(new UserError(`stage ${tag} failed (${signal ?? `exit ${code}`})${last ? `: ${last.replace(/^onnx-hydra: (error: )?/, '')}` : ''}; log: ${logFile}`));

@@ -8,6 +8,7 @@ import { createSession, runSession } from '../runtime/ort.js';
 import { onnx } from '../onnx/proto.js';
 import { densifySparse } from '../onnx/sparse.js';
 import { UserError } from '../util/errors.js';
+import type { Dataset } from '../data/index.js';
 
 export interface QuantizeOptions {
   calibration: 'minmax' | 'percentile';
@@ -47,6 +48,12 @@ function percentileRange(values: Float32Array[], p: number): [number, number] {
   const s = Float32Array.from(sample).sort();
   const at = (q: number): number => s[Math.min(s.length - 1, Math.max(0, Math.round((q / 100) * (s.length - 1))))]!;
   return [at(100 - p), at(p)];
+}
+
+/** The first n images of a dataset as calibration inputs for quantizeInt8. */
+export function calibrationSet(d: Dataset, n: number): { x: Float32Array; shape: number[] } {
+  const per = d.shape[0] * d.shape[1] * d.shape[2];
+  return { x: d.x.subarray(0, n * per), shape: [n, ...d.shape] };
 }
 
 /** A QDQ copy of `model`; `calib` are sample inputs [n, ...] for the activation ranges. */

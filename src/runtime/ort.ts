@@ -42,7 +42,7 @@ export const CUDA_HINT = 'reinstall onnxruntime-node with CUDA 12 support: ONNXR
 
 export async function createSession(model: OnnxModel | Uint8Array | string, opts: { provider?: Provider; threads?: number } = {}): Promise<OrtSession> {
   const provider = opts.provider ?? 'cpu';
-  if (provider === 'cuda' && !cudaInstalled()) throw new UserError(`onnxruntime-node's CUDA provider is not installed; ${CUDA_HINT}`);
+  if (provider === 'cuda' && !(availableProviders().includes('cuda') && cudaInstalled())) throw new UserError(`onnxruntime-node's CUDA provider is not installed; ${CUDA_HINT}`);
   const src = typeof model === 'string' ? model : model instanceof Uint8Array ? model : encodeModel(model);
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: [provider],

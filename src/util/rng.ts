@@ -13,26 +13,38 @@ export interface Rng {
   state(): number[];
 }
 
-export function makeRng(seed: string | number, state?: number[]): Rng {
-  let a: number, b: number, c: number, d: number;
-  if (state && state.length === 4) [a, b, c, d] = state as [number, number, number, number];
-  else {
-    const init = seedrandom(String(seed));
-    [a, b, c, d] = [0, 0, 0, 0].map(() => Math.floor(init() * 2 ** 32) | 0) as [number, number, number, number];
-    if (!(a | b | c | d)) a = 1;
-  }
-  // state in closure locals (int32): an order of magnitude faster than a typed-array state
-  const next = (): number => {
-    const r = Math.imul(rotl(Math.imul(b, 5), 7), 9);
-    const t = b << 9;
-    c ^= a;
-    d ^= b;
-    b ^= c;
-    a ^= d;
-    c ^= t;
-    d = rotl(d, 11);
-    return (r >>> 0) / 4294967296;
+/**
+ * The xoshiro128** step over a state held in closure locals (int32): an order of magnitude faster than a
+ * typed-array state. `next` returns 32 random bits as a signed integer.
+ */
+function xoshiro128ss(a: number, b: number, c: number, d: number): { next(): number; state(): number[] } {
+  if (!(a | b | c | d)) a = 1;
+  return {
+    next: () => {
+      const r = Math.imul(rotl(Math.imul(b, 5), 7), 9);
+      const t = b << 9;
+      c ^= a;
+      d ^= b;
+      b ^= c;
+      a ^= d;
+      c ^= t;
+      d = rotl(d, 11);
+      return r | 0;
+    },
+    state: () => [a, b, c, d],
   };
+}
+
+export function makeRng(seed: string | number, state?: number[]): Rng {
+  let init: number[];
+  if (state && state.length === 4) init = state;
+  else {
+    const s = seedrandom(String(seed));
+    init = [0, 0, 0, 0].map(() => Math.floor(s() * 2 ** 32) | 0);
+  }
+  const x = xoshiro128ss(init[0]!, init[1]!, init[2]!, init[3]!);
+  const step = x.next;
+  const next = (): number => (step() >>> 0) / 4294967296;
   let spare = NaN;
   const rng = next as Rng;
   rng.normal = () => {
@@ -54,9 +66,8 @@ export function makeRng(seed: string | number, state?: number[]): Rng {
     spare = v * f;
     return u * f;
   };
-  // (next() is an exact multiple of 2^-32, so this recovers the 32 bits)
-  rng.int32 = () => (next() * 4294967296) | 0;
-  rng.state = () => [a, b, c, d];
+  rng.int32 = step;
+  rng.state = x.state;
   return rng;
 }
 
@@ -111,24 +122,8 @@ const ZF = new Float64Array(128);
 export function addGaussian(rng: Rng, base: Float32Array, sigma: number, out: Float32Array): void {
   const per = base.length;
   const R = 3.442619855899;
-  // a local xoshiro128** seeded from the caller's stream (the same step as makeRng's, repeated on purpose:
-  // state in registers inside the hot loop is what makes this fast)
-  let a = rng.int32();
-  let b = rng.int32();
-  let c = rng.int32();
-  let d = rng.int32();
-  if (!(a | b | c | d)) a = 1;
-  const next = (): number => {
-    const r = Math.imul(rotl(Math.imul(b, 5), 7), 9);
-    const t = b << 9;
-    c ^= a;
-    d ^= b;
-    b ^= c;
-    a ^= d;
-    c ^= t;
-    d = rotl(d, 11);
-    return r | 0;
-  };
+  // a generator of its own, seeded from the caller's stream
+  const next = xoshiro128ss(rng.int32(), rng.int32(), rng.int32(), rng.int32()).next;
   const uni = (): number => (next() >>> 0) / 4294967296;
   for (let i = 0, j = 0; i < out.length; i++, j++) {
     if (j === per) j = 0;

@@ -1,15 +1,31 @@
 // The artifact as onnxruntime-node runs it: batched logits, predictions and a query count. Every verdict
 // of `verify` (benign, the final check of each attack, smoothing) goes through this.
 import { createSession, runSession, type OrtSession, type Provider } from '../runtime/ort.js';
+import { argmax } from './equivalence.js';
+import { UserError } from '../util/errors.js';
 
 export class OrtClassifier {
   queries = 0;
   private constructor(readonly s: OrtSession, readonly inputShape: number[], readonly classes: number, readonly maxBatch: number) {}
 
-  /** `inputShape` is one example's shape [C, H, W]; the batch dimension must be free (or equal maxBatch). */
-  static async open(model: string | Uint8Array, inputShape: number[], classes: number, o: { provider?: Provider; maxBatch?: number } = {}): Promise<OrtClassifier> {
+  /**
+   * `inputShape` is one example's shape [C, H, W]; the batch dimension must be free (or equal maxBatch).
+   * Without `classes`, one run on `probe` (one example) tells the number of outputs.
+   */
+  static async open(model: string | Uint8Array, inputShape: number[], classes: number | undefined, o: { provider?: Provider; maxBatch?: number; probe?: Float32Array } = {}): Promise<OrtClassifier> {
     const s = await createSession(model, { provider: o.provider });
-    return new OrtClassifier(s, inputShape, classes, o.maxBatch ?? 512);
+    let k = classes;
+    if (k === undefined) {
+      try {
+        const per = inputShape.reduce((p, d) => p * d, 1);
+        const [z] = await runSession(s, [{ data: o.probe ?? new Float32Array(per), shape: [1, ...inputShape] }]);
+        k = z!.data.length;
+      } catch (e) {
+        await s.session.release();
+        throw new UserError(`onnxruntime-node cannot run the model on inputs of shape [${inputShape}]: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    return new OrtClassifier(s, inputShape, k, o.maxBatch ?? 512);
   }
 
   get provider(): Provider {
@@ -41,11 +57,5 @@ export class OrtClassifier {
 }
 
 export function argmaxRows(z: Float32Array, n: number, k: number): Int32Array {
-  const out = new Int32Array(n);
-  for (let r = 0; r < n; r++) {
-    let best = 0;
-    for (let j = 1; j < k; j++) if (z[r * k + j]! > z[r * k + best]!) best = j;
-    out[r] = best;
-  }
-  return out;
+  return Int32Array.from({ length: n }, (_, r) => argmax(z, r * k, k));
 }

@@ -5,6 +5,7 @@ import type { Dataset } from '../data/index.js';
 import { pgdAttack, type PgdConfig } from '../train/attacks.js';
 import { makeRng } from '../util/rng.js';
 import { progressBar } from '../util/progress.js';
+import { argmax } from './equivalence.js';
 
 export interface PgdEvalConfig extends PgdConfig {
   /** random restarts; an example counts as robust only if every restart fails */
@@ -19,11 +20,7 @@ export interface RobustnessResult {
   seconds: number;
 }
 
-function argmaxRow(z: Float32Array, r: number, k: number): number {
-  let best = 0;
-  for (let j = 1; j < k; j++) if (z[r * k + j]! > z[r * k + best]!) best = j;
-  return best;
-}
+const argmaxRow = (z: Float32Array, r: number, k: number): number => argmax(z, r * k, k);
 
 /**
  * Benign accuracy and (when `pgd` is given) accuracy under PGD with random restarts, on the first `limit`

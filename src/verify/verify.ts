@@ -1,7 +1,6 @@
 // `verify`: the verdict on the ONNX file onnxruntime-node runs: benign accuracy, white-box PGD (gradients
 // from onnx-hydra's graph of the same file, every candidate re-checked by onnxruntime), the black-box
 // Square attack on the artifact, randomized-smoothing certification and IBP verified accuracy.
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { loadModel, declaredShape, realInputs, encodeModel } from '../onnx/model.js';
 import { withInputNormalization } from '../onnx/normalize-input.js';
@@ -14,7 +13,8 @@ import { pgdAttack } from '../train/attacks.js';
 import { makeRng } from '../util/rng.js';
 import { progressBar } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
-import { createSession, runSession, type Provider } from '../runtime/ort.js';
+import type { Provider } from '../runtime/ort.js';
+import { sha256 } from '../graph/analyze.js';
 import { OrtClassifier, argmaxRows } from './classifier.js';
 import type { PgdEvalConfig } from './robustness.js';
 import { squareAttack, type SquareConfig } from './square.js';
@@ -68,7 +68,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
   const t0 = performance.now();
   const log = o.log ?? (() => {});
   const bytes = fs.readFileSync(o.model);
-  const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
+  const hash = sha256(bytes);
   const model = withInputNormalization(loadModel(new Uint8Array(bytes)), o.normalize?.mean, o.normalize?.std);
   const ortSource: string | Uint8Array = o.normalize ? encodeModel(model) : o.model;
   const stripped = stripQdq(model);
@@ -83,22 +83,20 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
   const y = d.y.subarray(0, n);
   checkDataFitsModel(d, declared.length === 4 ? declared : ['N', ...d.shape]);
 
-  const probe = await createSession(ortSource, { provider: o.provider });
-  let classes: number;
+  const clf = await OrtClassifier.open(ortSource, [...d.shape], undefined, { provider: o.provider, maxBatch: o.batch, probe: x.subarray(0, per) }).catch((e: Error) => {
+    throw new UserError(`${o.model}: ${e.message}`);
+  });
+  const classes = clf.classes;
   try {
-    const [z] = await runSession(probe, [{ data: x.slice(0, per), shape: [1, ...d.shape] }]);
-    classes = z!.data.length;
+    checkDataFitsModel(d, ['N', ...d.shape], classes);
   } catch (e) {
-    throw new UserError(`onnxruntime-node cannot run ${o.model} on images of shape [${d.shape}]: ${(e as Error).message.split('\n')[0]}`);
-  } finally {
-    await probe.session.release();
+    await clf.release();
+    throw e;
   }
-  checkDataFitsModel(d, ['N', ...d.shape], classes);
-  const clf = await OrtClassifier.open(ortSource, [...d.shape], classes, { provider: o.provider, maxBatch: o.batch });
   const warnings: string[] = [];
   const report: VerifyReport = {
     command: 'verify',
-    model: { file: o.model, sha256, bytes: bytes.length, quantized: stripped.quantized, opset: model.opset },
+    model: { file: o.model, sha256: hash, bytes: bytes.length, quantized: stripped.quantized, opset: model.opset },
     data: { spec: o.dataSpec, split: 'test', n, image_shape: [...d.shape], classes },
     provider: clf.provider,
     seed: o.seed,
