@@ -65,7 +65,7 @@ function ascend(xAdv: Float32Array, g: Float32Array, n: number, alpha: number, n
   }
 }
 
-function randomStart(x: Float32Array, n: number, c: { eps: number; norm: 'linf' | 'l2' }, rng: Rng): Float32Array {
+export function randomStart(x: Float32Array, n: number, c: { eps: number; norm: 'linf' | 'l2' }, rng: Rng): Float32Array {
   const xAdv = new Float32Array(x.length);
   if (c.norm === 'linf') {
     for (let i = 0; i < x.length; i++) xAdv[i] = x[i]! + (2 * rng() - 1) * c.eps;
@@ -112,6 +112,25 @@ export function oneHot(y: Int32Array, classes: number): Float32Array {
   const t = new Float32Array(y.length * classes);
   for (let i = 0; i < y.length; i++) t[i * classes + y[i]!] = 1;
   return t;
+}
+
+/**
+ * One PGD iteration on the cross-entropy toward `labels` (`target` is their one-hot form): the engine's fused
+ * step when it has one, else its gradient and the step in JS. Returns the next iterate (a new array) and
+ * the logits at xAdv.
+ */
+export function pgdIterate(f: Frozen, xAdv: Float32Array, x: Float32Array, n: number, labels: Int32Array, target: Float32Array, c: PgdConfig): { next: Float32Array; logits: Float32Array } {
+  if (f.pgdStep) return f.pgdStep(xAdv, x, n, target, c.alpha, c.eps, c.norm);
+  const { grad, logits } = f.lossGrad(xAdv, n, { kind: 'ce', labels });
+  const next = xAdv.slice();
+  if (c.norm === 'linf') {
+    const box = boxOf(x, c.eps);
+    linfStep(next, grad, c.alpha, box.lo, box.hi);
+  } else {
+    ascend(next, grad, n, c.alpha, c.norm);
+    project(next, x, n, c.eps, c.norm);
+  }
+  return { next, logits };
 }
 
 /** Iterated gradient ascent on `loss` from `start`, projected after each step. */

@@ -125,12 +125,21 @@ export function addGaussian(rng: Rng, base: Float32Array, sigma: number, out: Fl
   // a generator of its own, seeded from the caller's stream
   const next = xoshiro128ss(rng.int32(), rng.int32(), rng.int32(), rng.int32()).next;
   const uni = (): number => (next() >>> 0) / 4294967296;
+  // layer indices come 4 at a time from their own 32-bit words (never from the bits that make hz)
+  let bits = 0;
+  let left = 0;
   for (let i = 0, j = 0; i < out.length; i++, j++) {
     if (j === per) j = 0;
     let x: number;
     for (;;) {
+      if (left === 0) {
+        bits = next();
+        left = 4;
+      }
+      const iz = bits & 127;
+      bits >>>= 8;
+      left--;
       const hz = next();
-      const iz = next() & 127;
       x = hz * ZW[iz]!;
       if (Math.abs(hz) < ZK[iz]!) break;
       if (iz === 0) {

@@ -9,14 +9,14 @@ import { TfGraph, type PrepareOptions } from '../graph/graph.js';
 import { Net } from '../engine/net.js';
 import { selectEngine, type BackendChoice } from '../engine/select.js';
 import { checkDataFitsModel, type Dataset } from '../data/index.js';
-import { pgdAttack } from '../train/attacks.js';
 import { makeRng } from '../util/rng.js';
 import { progressBar } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import type { Provider } from '../runtime/ort.js';
 import { sha256 } from '../graph/analyze.js';
-import { OrtClassifier, argmaxRows } from './classifier.js';
+import { OrtClassifier } from './classifier.js';
 import type { PgdEvalConfig } from './robustness.js';
+import { pgdVerify } from './pgd.js';
 import { squareAttack, type SquareConfig } from './square.js';
 import { ABSTAIN, certify, predictSmoothed, type SmoothingConfig } from './smoothing.js';
 import { marginLowerBounds, verifiedFlags } from './ibp.js';
@@ -141,29 +141,13 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
         const f = net.frozen();
         const rng = makeRng(`${o.seed}:verify-pgd`);
         const alive = correct.slice();
-        let candidates = 0;
-        let disagree = 0;
         const pb = progressBar(`PGD-${c.steps}`, n, { quiet: o.quiet });
-        let done = 0;
-        for (let s = 0; s < n; s += o.batch) {
-          const m = Math.min(o.batch, n - s);
-          const xs = x.subarray(s * per, (s + m) * per);
-          const ys = y.subarray(s, s + m);
-          for (let rs = 0; rs < Math.max(1, c.restarts); rs++) {
-            if (!alive.subarray(s, s + m).some((v) => v)) break;
-            const adv = pgdAttack(f, xs, ys, m, classes, c, rng);
-            const ortPred = await clf.predict(adv, m);
-            const tfPred = argmaxRows(f.logits(adv, m), m, classes);
-            for (let r = 0; r < m; r++) {
-              if (!alive[s + r]) continue;
-              candidates++;
-              if (ortPred[r] !== tfPred[r]) disagree++;
-              if (ortPred[r] !== ys[r]) alive[s + r] = 0;
-            }
-          }
-          for (let r = 0; r < m; r++) done += alive[s + r]!;
-          pb.update(s + m, { robust: done / (s + m) });
-        }
+        const st = await pgdVerify(f, clf, x, y, n, alive, c, rng, {
+          batch: o.batch,
+          onProgress: (done) => pb.update(done),
+        });
+        const candidates = st.candidates;
+        const disagree = st.disagreements;
         pb.stop();
         sec = (performance.now() - t) / 1000;
         const acc = alive.reduce((a, v) => a + v, 0) / n;
