@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { test } from 'node:test';
-import { binomTestHalf, certify, clopperPearsonLower, clopperPearsonUpper, gaussianRadius, predictSmoothed } from '../src/verify/smoothing.js';
+import { NoiseSource } from '../src/verify/noise.js';
+import { binomTestHalf, certify, sampleCounts, clopperPearsonLower, clopperPearsonUpper, gaussianRadius, predictSmoothed } from '../src/verify/smoothing.js';
 import { OrtClassifier } from '../src/verify/classifier.js';
 import { marginLowerBounds, verifiedFlags } from '../src/verify/ibp.js';
 import { squareFraction } from '../src/verify/square.js';
@@ -81,6 +82,27 @@ test('randomized smoothing: CERTIFY on a linear classifier returns the closed-fo
     assert.equal((await certify(clf0, x, c, makeRng('b'))).prediction, -1);
     await clf0.release();
   } finally {
+    await clf.release();
+  }
+});
+
+test('smoothing noise drawn in the worker thread is the inline noise: same seed, same counts', async () => {
+  const w = Array.from({ length: 16 }, (_, i) => ((i % 5) - 2) / 3);
+  const x = Float32Array.from({ length: 16 }, (_, i) => 0.5 + 0.02 * (i % 3));
+  const wx = w.reduce((a, v, i) => a + v * x[i]!, 0);
+  // on the decision boundary: every noise draw matters to the counts
+  const clf = await OrtClassifier.open(linearModel(w, -wx), [1, 4, 4], 2, { maxBatch: 1000 });
+  const noise = new NoiseSource();
+  try {
+    assert.ok(noise.threaded, 'no worker thread');
+    const c = { sigma: 0.25, n0: 100, n: 7300, alpha: 0.001, batch: 1000 };
+    const a = await sampleCounts(clf, x, c.n, c, makeRng('same'), noise);
+    const b = await sampleCounts(clf, x, c.n, c, makeRng('same'));
+    assert.deepEqual([...a], [...b]);
+    assert.equal(a[0]! + a[1]!, c.n);
+    assert.ok(Math.abs(a[0]! / c.n - 0.5) < 0.05, `counts ${a}`);
+  } finally {
+    await noise.close();
     await clf.release();
   }
 });
@@ -177,6 +199,10 @@ test('verify on a PyTorch-trained export: benign equals PyTorch to the last imag
   assert.equal(r.benign.correct, ref.benign_correct);
   assert.ok(Math.abs(r.pgd!.acc - ref.pgd_acc) <= 0.02, `PGD-20: ours ${r.pgd!.acc}, PyTorch ${ref.pgd_acc}`);
   assert.equal(r.pgd!.ort_tfjs_disagreements, 0);
+  // early stopping: only correctly classified examples were attacked, and fooled ones stopped early
+  assert.ok(r.pgd!.acc <= r.benign.acc);
+  assert.ok(r.pgd!.engine_steps < r.benign.correct * (ref.pgd.steps + 1), `engine steps ${r.pgd!.engine_steps}`);
+  assert.ok(r.pgd!.engine_steps >= Math.round(r.pgd!.acc * 10000) * (ref.pgd.steps + 1));
   // IBP soundness: at ε = 0.01 nothing verified may be broken by PGD at the same ε (or be misclassified)
   const small = await verifyModel({
     model: 'models/fashion_cnn.onnx', data: data.test, dataSpec: data.spec, limit: 1000, batch: 250, provider: 'cpu', backend: 'ort', quiet: true, seed: 1,

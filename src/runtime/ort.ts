@@ -40,7 +40,7 @@ export function cudaInstalled(): boolean {
 
 export const CUDA_HINT = 'reinstall onnxruntime-node with CUDA 12 support: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node, or use --provider cpu';
 
-export async function createSession(model: OnnxModel | Uint8Array | string, opts: { provider?: Provider; threads?: number } = {}): Promise<OrtSession> {
+export async function createSession(model: OnnxModel | Uint8Array | string, opts: { provider?: Provider; threads?: number; spin?: boolean } = {}): Promise<OrtSession> {
   const provider = opts.provider ?? 'cpu';
   if (provider === 'cuda' && !(availableProviders().includes('cuda') && cudaInstalled())) throw new UserError(`onnxruntime-node's CUDA provider is not installed; ${CUDA_HINT}`);
   const src = typeof model === 'string' ? model : model instanceof Uint8Array ? model : encodeModel(model);
@@ -49,6 +49,8 @@ export async function createSession(model: OnnxModel | Uint8Array | string, opts
     graphOptimizationLevel: 'all',
     intraOpNumThreads: opts.threads ?? 0,
     logSeverityLevel: 3,
+    // idle pool threads spin by default (fastest for back-to-back runs); off when another thread needs the core
+    extra: { session: { intra_op: { allow_spinning: opts.spin === false ? '0' : '1' } } },
   };
   let session: ort.InferenceSession;
   try {

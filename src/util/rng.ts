@@ -120,10 +120,20 @@ const ZF = new Float64Array(128);
  * maintained JS library fills seeded normals at that rate.
  */
 export function addGaussian(rng: Rng, base: Float32Array, sigma: number, out: Float32Array): void {
+  // a generator of its own, seeded from the caller's stream
+  addGaussianSeeded(noiseSeed(rng), base, sigma, out);
+}
+
+/** The four 32-bit words that seed one addGaussian call. */
+export function noiseSeed(rng: Rng): [number, number, number, number] {
+  return [rng.int32(), rng.int32(), rng.int32(), rng.int32()];
+}
+
+/** addGaussian with an explicit seed (the same seed gives the same noise in any thread). */
+export function addGaussianSeeded(seed: readonly number[], base: Float32Array, sigma: number, out: Float32Array): void {
   const per = base.length;
   const R = 3.442619855899;
-  // a generator of its own, seeded from the caller's stream
-  const next = xoshiro128ss(rng.int32(), rng.int32(), rng.int32(), rng.int32()).next;
+  const next = xoshiro128ss(seed[0]!, seed[1]!, seed[2]!, seed[3]!).next;
   const uni = (): number => (next() >>> 0) / 4294967296;
   // layer indices come 4 at a time from their own 32-bit words (never from the bits that make hz)
   let bits = 0;

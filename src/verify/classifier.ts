@@ -12,8 +12,8 @@ export class OrtClassifier {
    * `inputShape` is one example's shape [C, H, W]; the batch dimension must be free (or equal maxBatch).
    * Without `classes`, one run on `probe` (one example) tells the number of outputs.
    */
-  static async open(model: string | Uint8Array, inputShape: number[], classes: number | undefined, o: { provider?: Provider; maxBatch?: number; probe?: Float32Array } = {}): Promise<OrtClassifier> {
-    const s = await createSession(model, { provider: o.provider });
+  static async open(model: string | Uint8Array, inputShape: number[], classes: number | undefined, o: { provider?: Provider; maxBatch?: number; probe?: Float32Array; threads?: number; spin?: boolean } = {}): Promise<OrtClassifier> {
+    const s = await createSession(model, { provider: o.provider, threads: o.threads, spin: o.spin });
     let k = classes;
     if (k === undefined) {
       try {

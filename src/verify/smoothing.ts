@@ -8,7 +8,8 @@ import normalQuantile from '@stdlib/stats-base-dists-normal-quantile';
 import binomialCdf from '@stdlib/stats-base-dists-binomial-cdf';
 import type { OrtClassifier } from './classifier.js';
 import { argmaxRows } from './classifier.js';
-import { addGaussian, type Rng } from '../util/rng.js';
+import type { Rng } from '../util/rng.js';
+import { NoiseSource } from './noise.js';
 
 export const ABSTAIN = -1;
 
@@ -50,34 +51,27 @@ export function gaussianRadius(sigma: number, pA: number): number {
 
 /**
  * Class counts of f(x + δ) over `num` noise draws for one image x. Double-buffered: the next batch of noise
- * is drawn while onnxruntime-node classifies the current one.
+ * is drawn (in the NoiseSource's worker thread) while onnxruntime-node classifies the current one.
  */
-export async function sampleCounts(clf: OrtClassifier, x: Float32Array, num: number, c: SmoothingConfig, rng: Rng): Promise<Int32Array> {
+export async function sampleCounts(clf: OrtClassifier, x: Float32Array, num: number, c: SmoothingConfig, rng: Rng, noise?: NoiseSource): Promise<Int32Array> {
   const per = x.length;
   const counts = new Int32Array(clf.classes);
+  const src = noise ?? new NoiseSource(true);
   const size = Math.min(num, c.batch);
-  const bufs = [new Float32Array(size * per), new Float32Array(size * per)];
-  const fill = (k: number, m: number): Float32Array => {
-    const b = bufs[k]!.subarray(0, m * per);
-    addGaussian(rng, x, c.sigma, b);
-    return b;
-  };
   const tally = (z: Float32Array, m: number): void => {
     for (const p of argmaxRows(z, m, clf.classes)) counts[p]!++;
   };
   let m = Math.min(size, num);
-  let pending = clf.logits(fill(0, m), m);
-  let pendingM = m;
-  let k = 0;
-  for (let done = m; done < num; done += m) {
+  let ready = src.fill(rng, x, c.sigma, m * per);
+  for (let done = 0; done < num;) {
+    const cur = await ready;
+    const curM = m;
+    done += m;
     m = Math.min(size, num - done);
-    k ^= 1;
-    const next = fill(k, m);
-    tally(await pending, pendingM);
-    pending = clf.logits(next, m);
-    pendingM = m;
+    if (m > 0) ready = src.fill(rng, x, c.sigma, m * per);
+    tally(await clf.logits(cur, curM), curM);
+    src.recycle(cur);
   }
-  tally(await pending, pendingM);
   return counts;
 }
 
@@ -90,18 +84,18 @@ function top2(counts: Int32Array): [number, number] {
 }
 
 /** CERTIFY: the predicted class (or ABSTAIN) and its certified L2 radius. */
-export async function certify(clf: OrtClassifier, x: Float32Array, c: SmoothingConfig, rng: Rng): Promise<{ prediction: number; radius: number; pA: number }> {
-  const c0 = await sampleCounts(clf, x, c.n0, c, rng);
+export async function certify(clf: OrtClassifier, x: Float32Array, c: SmoothingConfig, rng: Rng, noise?: NoiseSource): Promise<{ prediction: number; radius: number; pA: number }> {
+  const c0 = await sampleCounts(clf, x, c.n0, c, rng, noise);
   const [cA] = top2(c0);
-  const counts = await sampleCounts(clf, x, c.n, c, rng);
+  const counts = await sampleCounts(clf, x, c.n, c, rng, noise);
   const pA = clopperPearsonLower(counts[cA]!, c.n, c.alpha);
   if (pA < 0.5) return { prediction: ABSTAIN, radius: 0, pA };
   return { prediction: cA, radius: gaussianRadius(c.sigma, pA), pA };
 }
 
 /** PREDICT: the smoothed classifier's class, or ABSTAIN when the top two are not separated at level α. */
-export async function predictSmoothed(clf: OrtClassifier, x: Float32Array, c: SmoothingConfig, rng: Rng): Promise<number> {
-  const counts = await sampleCounts(clf, x, c.n, c, rng);
+export async function predictSmoothed(clf: OrtClassifier, x: Float32Array, c: SmoothingConfig, rng: Rng, noise?: NoiseSource): Promise<number> {
+  const counts = await sampleCounts(clf, x, c.n, c, rng, noise);
   const [a, b] = top2(counts);
   return binomTestHalf(counts[a]!, counts[a]! + counts[b]!) > c.alpha ? ABSTAIN : a;
 }
