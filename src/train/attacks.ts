@@ -123,14 +123,17 @@ export function pgdIterate(f: Frozen, xAdv: Float32Array, x: Float32Array, n: nu
   if (f.pgdStep) return f.pgdStep(xAdv, x, n, target, c.alpha, c.eps, c.norm);
   const { grad, logits } = f.lossGrad(xAdv, n, { kind: 'ce', labels });
   const next = xAdv.slice();
-  if (c.norm === 'linf') {
-    const box = boxOf(x, c.eps);
-    linfStep(next, grad, c.alpha, box.lo, box.hi);
-  } else {
-    ascend(next, grad, n, c.alpha, c.norm);
-    project(next, x, n, c.eps, c.norm);
-  }
+  stepInPlace(next, grad, x, n, c, c.norm === 'linf' ? boxOf(x, c.eps) : undefined);
   return { next, logits };
+}
+
+/** x_adv ← Π(x_adv + step(g)): the signed step clipped to `box` (L∞), or the L2 step and projection. */
+function stepInPlace(xAdv: Float32Array, grad: Float32Array, x: Float32Array, n: number, c: PgdConfig, box?: { lo: Float32Array; hi: Float32Array }): void {
+  if (box) linfStep(xAdv, grad, c.alpha, box.lo, box.hi);
+  else {
+    ascend(xAdv, grad, n, c.alpha, c.norm);
+    project(xAdv, x, n, c.eps, c.norm);
+  }
 }
 
 /** Iterated gradient ascent on `loss` from `start`, projected after each step. */
@@ -145,12 +148,7 @@ function ascendLoop(f: Frozen, x: Float32Array, start: Float32Array, n: number, 
   const xAdv = start;
   const box = c.norm === 'linf' ? boxOf(x, c.eps) : undefined;
   for (let s = 0; s < c.steps; s++) {
-    const { grad } = f.lossGrad(xAdv, n, loss);
-    if (box) linfStep(xAdv, grad, c.alpha, box.lo, box.hi);
-    else {
-      ascend(xAdv, grad, n, c.alpha, c.norm);
-      project(xAdv, x, n, c.eps, c.norm);
-    }
+    stepInPlace(xAdv, f.lossGrad(xAdv, n, loss).grad, x, n, c, box);
   }
   return xAdv;
 }

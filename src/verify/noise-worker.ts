@@ -2,8 +2,7 @@
 // main thread runs onnxruntime (whose runs block the main thread).
 import { parentPort } from 'node:worker_threads';
 import { addGaussianSeeded } from '../util/rng.js';
-
-interface Job { id: number; buf: ArrayBuffer; length: number; base: Float32Array; sigma: number; seed: number[] }
+import type { Job } from './noise.js';
 
 parentPort!.on('message', (j: Job) => {
   addGaussianSeeded(j.seed, j.base, j.sigma, new Float32Array(j.buf, 0, j.length));

@@ -5,7 +5,8 @@
 import { Worker } from 'node:worker_threads';
 import { addGaussianSeeded, noiseSeed, type Rng } from '../util/rng.js';
 
-interface Job { id: number; buf: ArrayBuffer; length: number; base: Float32Array; sigma: number; seed: number[] }
+/** one fill request to the worker (its buffer is transferred there and back) */
+export interface Job { id: number; buf: ArrayBuffer; length: number; base: Float32Array; sigma: number; seed: number[] }
 
 export class NoiseSource {
   private worker?: Worker;

@@ -67,6 +67,7 @@ export async function pgdVerify(
   const check = new Float32Array(B * per);
   const checkSlot = new Int32Array(B);
   const checkPred = new Int32Array(B);
+  const fooled = new Uint8Array(B);
   while (active > 0) {
     const r = pgdIterate(f, xa, xc, B, labels, target, c);
     stats.engine_steps += active;
@@ -81,7 +82,7 @@ export async function pgdVerify(
         checkPred[m++] = p;
       }
     }
-    const fooled = new Uint8Array(B);
+    fooled.fill(0);
     if (m) {
       const ortPred = await clf.predict(check.subarray(0, m * per), m);
       stats.candidates += m;

@@ -148,13 +148,11 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
           batch: o.batch,
           onProgress: (done) => pb.update(done),
         });
-        const candidates = st.candidates;
-        const disagree = st.disagreements;
         pb.stop();
         sec = (performance.now() - t) / 1000;
         const acc = alive.reduce((a, v) => a + v, 0) / n;
         report.pgd = {
-          acc, settings: c, candidates, ort_tfjs_disagreements: disagree, disagreement_rate: candidates ? disagree / candidates : 0,
+          acc, settings: c, candidates: st.candidates, ort_tfjs_disagreements: st.disagreements, disagreement_rate: st.candidates ? st.disagreements / st.candidates : 0,
           engine_steps: st.engine_steps,
           early_stopping: 'only examples onnxruntime classifies correctly are attacked; an example stops when onnxruntime misclassifies one of its iterates (the engine flags them, every final iterate is checked)',
           seconds: sec, images_per_second: rate(n, sec),
@@ -163,8 +161,8 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
         attacked.push(`PGD-${c.steps}`);
         pgdAlive = alive;
         log(`PGD-${c.steps} accuracy ${(100 * acc).toFixed(2)}%`);
-        if (disagree > 0.05 * candidates && candidates > 20) {
-          warnings.push(`onnxruntime and onnx-hydra's graph disagree on ${((100 * disagree) / candidates).toFixed(1)}% of the PGD candidates${stripped.quantized ? ' (expected for an int8 model: gradients come from its float graph)' : ''}`);
+        if (st.disagreements > 0.05 * st.candidates && st.candidates > 20) {
+          warnings.push(`onnxruntime and onnx-hydra's graph disagree on ${((100 * st.disagreements) / st.candidates).toFixed(1)}% of the PGD candidates${stripped.quantized ? ' (expected for an int8 model: gradients come from its float graph)' : ''}`);
         }
       }
       if (o.square) {
