@@ -15,7 +15,7 @@ import { loadModel, encodeModel } from '../src/onnx/model.js';
 import { TfGraph } from '../src/graph/graph.js';
 import { createSession, runSession } from '../src/runtime/ort.js';
 import { loadData } from '../src/data/index.js';
-import { addGaussian, makeRng } from '../src/util/rng.js';
+import { addGaussian, addGaussianSeeded, makeRng } from '../src/util/rng.js';
 import { buildModel, encode, floatInit, node } from './helpers/build-model.js';
 
 test('Clopper-Pearson bounds and the binomial test match published values and closed forms', () => {
@@ -34,23 +34,48 @@ test('Clopper-Pearson bounds and the binomial test match published values and cl
   assert.ok(Math.abs(gaussianRadius(0.5, 0.975) - 0.5 * 1.959963985) < 1e-8);
 });
 
-test('smoothing noise (ziggurat): variance and the tail masses beyond 1, 2, 3 σ match the normal distribution', () => {
+test('smoothing noise (WebAssembly ziggurat): variance, kurtosis and the tail masses beyond 1, 2, 3, 3.5 σ match the normal distribution', () => {
   const n = 4_000_000;
   const out = new Float32Array(n);
   const base = Float32Array.from({ length: 784 }, (_, i) => i / 784);
   addGaussian(makeRng('zig'), base, 0.5, out);
+  let s1 = 0;
   let s2 = 0;
-  const tails = [0, 0, 0];
+  let s4 = 0;
+  const cut = [1, 2, 3, 3.5]; // 3.5 is beyond the ziggurat's base strip (R = 3.44): the tail code
+  const tails = [0, 0, 0, 0];
   for (let i = 0; i < n; i++) {
     const z = (out[i]! - base[i % 784]!) / 0.5;
+    s1 += z;
     s2 += z * z;
-    for (let k = 0; k < 3; k++) if (Math.abs(z) > k + 1) tails[k]!++;
+    s4 += z ** 4;
+    for (let k = 0; k < cut.length; k++) if (Math.abs(z) > cut[k]!) tails[k]!++;
   }
+  assert.ok(Math.abs(s1 / n) < 4 / Math.sqrt(n), `mean ${s1 / n}`);
   assert.ok(Math.abs(s2 / n - 1) < 4 * Math.sqrt(2 / n), `variance ${s2 / n}`);
-  [0.3173105, 0.0455003, 0.0026998].forEach((p, k) => {
+  assert.ok(Math.abs(s4 / n - 3) < 4 * Math.sqrt(96 / n), `fourth moment ${s4 / n}`);
+  [0.3173105, 0.0455003, 0.0026998, 0.00046525].forEach((p, k) => {
     const f = tails[k]! / n;
-    assert.ok(Math.abs(f - p) < 4 * Math.sqrt((p * (1 - p)) / n), `P(|z| > ${k + 1}) = ${f}, expected ${p}`);
+    assert.ok(Math.abs(f - p) < 4 * Math.sqrt((p * (1 - p)) / n), `P(|z| > ${cut[k]}) = ${f}, expected ${p}`);
   });
+});
+
+test('smoothing noise: the base image repeats exactly (any image size, partial last chunk); a seed gives one stream, prefixes agree', () => {
+  for (const per of [7, 784, 20_001]) {
+    const base = Float32Array.from({ length: per }, (_, i) => Math.sin(i));
+    const out = new Float32Array(3 * per + 5);
+    addGaussianSeeded([1, 2, 3, 4], base, 0, out);
+    for (let i = 0; i < out.length; i++) assert.equal(out[i], base[i % per], `per ${per}, index ${i}`);
+  }
+  const base = new Float32Array(784);
+  const long = new Float32Array(50_000);
+  const short = new Float32Array(33_333);
+  addGaussianSeeded([5, 6, 7, 8], base, 1, long);
+  addGaussianSeeded([5, 6, 7, 8], base, 1, short);
+  assert.deepEqual(short, long.subarray(0, short.length));
+  const other = new Float32Array(33_333);
+  addGaussianSeeded([5, 6, 7, 9], base, 1, other);
+  assert.ok(other.some((v, i) => v !== short[i]));
 });
 
 /** f(x) = [w·x + b, 0] on 1×4×4 images: the smoothed classifier's exact radius is (w·x + b)/‖w‖. */
