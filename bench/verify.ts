@@ -8,7 +8,7 @@ import { packageRoot } from '../src/data/dataset.js';
 import { verifyModel } from '../src/verify/verify.js';
 
 const json = process.argv.includes('--json');
-const N = { benign: 10000, pgd: 2000, smooth: 20, smoothN: 10000 };
+const N = { benign: 10000, pgd: 2000, smooth: 40, smoothN: 10000 };
 const model = path.join(packageRoot(), 'models', 'fashion_cnn.onnx');
 
 interface TorchOut { torch_version: string; threads: number; benign: { img_s: number; acc: number }; pgd20: { img_s: number; acc: number }; pgd20_early_stop: { img_s: number; acc: number }; smoothing: { img_s: number } }
