@@ -61,7 +61,7 @@ export async function sampleCounts(clf: OrtClassifier, x: Float32Array, num: num
   const tally = (z: Float32Array, m: number): void => {
     for (const p of argmaxRows(z, m, clf.classes)) counts[p]!++;
   };
-  let m = Math.min(size, num);
+  let m = size;
   let ready = src.fill(rng, x, c.sigma, m * per);
   for (let done = 0; done < num;) {
     const cur = await ready;
