@@ -2,6 +2,7 @@
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { UserError } from '../util/errors.js';
+import { exitWithStarter } from '../util/lifetime.js';
 import { inspectCommand } from './inspect.js';
 import { checkCommand } from './check.js';
 import { trainCommand } from './train.js';
@@ -11,7 +12,13 @@ import { quantizeCommand } from './quantize.js';
 import { runCommand } from './run.js';
 import { dataCommand } from './data.js';
 
+/** A message on one line: control characters (e.g. a newline inside a name read from a damaged file) escaped. */
+function oneLine(msg: string): string {
+  return msg.replace(/[\u0000-\u001f\u007f]/g, (ch) => JSON.stringify(ch).slice(1, -1));
+}
+
 export async function main(argv: string[]): Promise<void> {
+  exitWithStarter();
   const cli: Argv = yargs(hideBin(argv))
     .scriptName('onnx-hydra')
     .parserConfiguration({ 'camel-case-expansion': false })
@@ -42,11 +49,11 @@ export async function main(argv: string[]): Promise<void> {
     await cli.parseAsync();
   } catch (e) {
     if (e instanceof UserError) {
-      process.stderr.write(`onnx-hydra: error: ${e.message}\n`);
+      process.stderr.write(`onnx-hydra: error: ${oneLine(e.message)}\n`);
       process.exit(2);
     }
     const err = e as Error;
-    process.stderr.write(`onnx-hydra: internal error: ${err.message}\n`);
+    process.stderr.write(`onnx-hydra: internal error: ${oneLine(err.message)}\n`);
     if (argv.includes('--debug')) process.stderr.write(`${err.stack}\n`);
     else process.stderr.write('(run again with --debug for the stack trace)\n');
     process.exit(3);

@@ -5,6 +5,7 @@ import { tf, ensureBackend } from '../engine/tf.js';
 import { cloneModel, declaredElemType, declaredShape, realInputs, topoOrder, type Dim, type OnnxModel } from '../onnx/model.js';
 import { decodeTensor, dtypeFromCode, isFloat, overwriteTensorData, type DType, type HostTensor } from '../onnx/tensor.js';
 import { OnnxError, UnsupportedOpsError } from '../util/errors.js';
+import { checkOutputSize } from '../onnx/limits.js';
 import { parseNode, type Node } from './ir.js';
 import { getOp, unsupportedReason } from './ops/index.js';
 import { hostToTf, isHost, OpCtx, tfToHost, type RunEnv, type Val } from './values.js';
@@ -121,6 +122,7 @@ export class PreparedGraph {
           throw new OnnxError(`graph input '${name}' has a free dimension '${d}' at axis ${i}; give the input shape (e.g. --input-shape)`);
         });
       }
+      checkOutputSize(shape.map((d) => (typeof d === 'number' ? d : 1)), `graph input '${name}'`);
       return { name, dtype, declared: declared ?? shape, shape };
     });
     this.batchFree = free;

@@ -2,6 +2,7 @@
 // Exactness matters more than speed here: int64 stays bigint where the op allows it.
 import { allocate, hostTensor, isFloat, numberAt, numel, type DType, type HostTensor } from '../onnx/tensor.js';
 import { OnnxError } from '../util/errors.js';
+import { checkOutputSize } from '../onnx/limits.js';
 
 export function strides(shape: readonly number[]): number[] {
   const s = new Array<number>(shape.length);
@@ -64,6 +65,7 @@ export function hostBinary(
   outDtype?: DType, where = '',
 ): HostTensor {
   const shape = broadcastShapes(a.shape, b.shape, where);
+  checkOutputSize(shape, where.replace(/: $/, '') || 'an elementwise operation');
   const ia = broadcastIndex(a.shape, shape);
   const ib = broadcastIndex(b.shape, shape);
   const inDtype = promote(a.dtype, b.dtype);

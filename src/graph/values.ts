@@ -3,6 +3,7 @@ import { tf } from '../engine/tf.js';
 import { allocate, isFloat, numberAt, numel, type DType, type HostTensor } from '../onnx/tensor.js';
 import { Attrs, type Node } from './ir.js';
 import { OnnxError, UnsupportedOpsError } from '../util/errors.js';
+import { checkOutputSize } from '../onnx/limits.js';
 
 export type Val = tf.Tensor | HostTensor;
 
@@ -126,6 +127,10 @@ export class OpCtx {
   unsupported(reason: string): never {
     const n = this.node;
     throw new UnsupportedOpsError([{ opType: n.opType, domain: n.domain, node: n.name || `#${n.index}`, reason }]);
+  }
+  /** Throws naming this node when an output of `shape` would be absurdly large (checked before computing it). */
+  checkOutput(shape: readonly number[]): void {
+    checkOutputSize(shape, this.node.label);
   }
   fail(msg: string): never {
     throw new OnnxError(`${this.node.label}: ${msg}`);

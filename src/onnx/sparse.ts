@@ -4,6 +4,8 @@ import { cloneModel, type OnnxModel } from './model.js';
 import type { TensorProto } from './proto.js';
 import { decodeTensor, encodeTensor, hostTensor } from './tensor.js';
 import { createSession } from '../runtime/ort.js';
+import { checkTensorSize } from './limits.js';
+import { OnnxError } from '../util/errors.js';
 
 /** Move the named initializers (any numeric type) into graph.sparse_initializer; keeps dense when onnxruntime-node rejects it. */
 export async function toSparseInitializers(model: OnnxModel, names: string[]): Promise<{ ok: true; model: OnnxModel } | { ok: false; why: string }> {
@@ -45,21 +47,36 @@ export function densifySparse(model: OnnxModel): OnnxModel {
   const out = cloneModel(model);
   const g = out.proto.graph!;
   for (const s of g.sparseInitializer ?? []) {
-    const values = decodeTensor(s.values!);
-    const idx = decodeTensor(s.indices!);
+    const where = `sparse initializer '${s.values?.name ?? ''}'`;
+    if (!s.values || !s.indices) throw new OnnxError(`${where}: values or indices missing`);
+    const values = decodeTensor(s.values, { where: `${where} values` });
+    const idx = decodeTensor(s.indices, { where: `${where} indices` });
     const dims = (s.dims ?? []).map(Number);
-    const dense = new Float64Array(dims.reduce((a, b) => a * b, 1));
+    const size = checkTensorSize(s.dims ?? [], where);
+    const dense = new Float64Array(size);
     const nnz = values.shape[0] ?? 0;
+    const rank = dims.length;
+    if (values.shape.length !== 1) throw new OnnxError(`${where}: values must be 1-D, have shape [${values.shape}]`);
+    if (idx.dtype !== 'int64') throw new OnnxError(`${where}: indices must be int64, are ${idx.dtype}`);
+    const coords = idx.shape.length === 1 ? 1 : idx.shape[1];
+    if (idx.shape[0] !== nnz || (idx.shape.length === 2 && coords !== rank) || idx.shape.length > 2) {
+      throw new OnnxError(`${where}: indices of shape [${idx.shape}] do not fit ${nnz} values of a rank-${rank} tensor`);
+    }
     const vd = values.data as ArrayLike<number>;
-    if (idx.shape.length === 1) for (let i = 0; i < nnz; i++) dense[Number((idx.data as BigInt64Array)[i])] = vd[i]!;
-    else {
-      // [NNZ, rank] coordinates
-      const rank = dims.length;
-      for (let i = 0; i < nnz; i++) {
-        let lin = 0;
-        for (let r = 0; r < rank; r++) lin = lin * dims[r]! + Number((idx.data as BigInt64Array)[i * rank + r]);
-        dense[lin] = vd[i]!;
+    const id = idx.data as BigInt64Array;
+    for (let i = 0; i < nnz; i++) {
+      let lin = 0;
+      if (idx.shape.length === 1) lin = Number(id[i]);
+      else {
+        // [NNZ, rank] coordinates
+        for (let r = 0; r < rank; r++) {
+          const c = Number(id[i * rank + r]);
+          if (!(c >= 0 && c < dims[r]!)) throw new OnnxError(`${where}: index ${c} on axis ${r} is outside [0, ${dims[r]})`);
+          lin = lin * dims[r]! + c;
+        }
       }
+      if (!(lin >= 0 && lin < size)) throw new OnnxError(`${where}: index ${id[i]} is outside the ${size} elements of [${dims}]`);
+      dense[lin] = vd[i]!;
     }
     g.initializer!.push(encodeTensor(s.values!.name ?? '', hostTensor(values.dtype, dims, Array.from(dense))));
   }

@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DataType, onnx, toBigInt, type TensorProto } from './proto.js';
+import { checkTensorSize } from './limits.js';
 import { OnnxError } from '../util/errors.js';
 
 export type DType =
@@ -44,6 +45,12 @@ export function dtypeFromCode(code: number, where: string): DType {
 export function dtypeCode(d: DType): number {
   return DTYPE_TO_CODE[d];
 }
+
+/** Bytes per element in raw_data (undefined for strings). */
+const BYTES_PER: Record<DType, number | undefined> = {
+  float32: 4, float64: 8, float16: 2, bfloat16: 2, int8: 1, uint8: 1, bool: 1, int16: 2, uint16: 2,
+  int32: 4, uint32: 4, int64: 8, uint64: 8, string: undefined,
+};
 
 export function numel(shape: readonly number[]): number {
   let n = 1;
@@ -156,7 +163,7 @@ export interface DecodeOptions {
   where?: string;
 }
 
-function readExternal(t: TensorProto, opts: DecodeOptions, where: string): Uint8Array {
+function readExternal(t: TensorProto, opts: DecodeOptions, where: string, expectBytes?: number): Uint8Array {
   const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
   const loc = kv.get('location');
   if (!loc) throw new OnnxError(`${where}: external data without a 'location'`);
@@ -164,8 +171,17 @@ function readExternal(t: TensorProto, opts: DecodeOptions, where: string): Uint8
   const file = path.resolve(opts.baseDir, loc);
   if (path.relative(opts.baseDir, file).startsWith('..')) throw new OnnxError(`${where}: external data location '${loc}' points outside the model's folder`);
   if (!fs.existsSync(file)) throw new OnnxError(`${where}: external data file '${file}' not found`);
-  const offset = kv.has('offset') ? Number(kv.get('offset')) : 0;
-  const length = kv.has('length') ? Number(kv.get('length')) : fs.statSync(file).size - offset;
+  const size = fs.statSync(file).size;
+  const num = (k: string, def: number): number => {
+    if (!kv.has(k)) return def;
+    const v = Number(kv.get(k));
+    if (!Number.isSafeInteger(v) || v < 0) throw new OnnxError(`${where}: external data ${k} '${kv.get(k)}' is not a non-negative integer`);
+    return v;
+  };
+  const offset = num('offset', 0);
+  const length = num('length', Math.max(0, size - offset));
+  if (offset + length > size) throw new OnnxError(`${where}: external data file '${loc}' has ${size} bytes, shorter than offset ${offset} + length ${length}`);
+  if (expectBytes !== undefined && length !== expectBytes) throw new OnnxError(`${where}: external data has ${length} bytes, its shape needs ${expectBytes}`);
   const buf = Buffer.alloc(length);
   const fd = fs.openSync(file, 'r');
   try {
@@ -181,19 +197,20 @@ function readExternal(t: TensorProto, opts: DecodeOptions, where: string): Uint8
 export function decodeTensor(t: TensorProto, opts: DecodeOptions = {}): HostTensor {
   const where = opts.where ?? `tensor '${t.name ?? ''}'`;
   const dtype = dtypeFromCode(t.dataType ?? 0, where);
-  const shape = (t.dims ?? []).map((d) => Number(toBigInt(d)));
-  if (shape.some((d) => d < 0)) throw new OnnxError(`${where}: negative dimension in [${shape}]`);
-  const n = numel(shape);
+  const dims = (t.dims ?? []).map((d) => toBigInt(d));
+  // every declared size is checked against the limits and the data present before anything is allocated
+  const n = checkTensorSize(dims, where);
+  const shape = dims.map(Number);
   if (t.segment) throw new OnnxError(`${where}: segmented tensors are not supported`);
+  const bytesPer = BYTES_PER[dtype];
   let raw: Uint8Array | undefined;
-  if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) raw = readExternal(t, opts, where);
+  if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) raw = readExternal(t, opts, where, bytesPer ? n * bytesPer : undefined);
   else if (t.rawData && t.rawData.length > 0) raw = t.rawData;
-  const out = allocate(dtype, n);
   if (raw) {
     if (dtype === 'string') throw new OnnxError(`${where}: string tensors cannot use raw_data`);
-    const bytesPer = dtype === 'bool' ? 1 : (out as Exclude<HostData, string[]>).BYTES_PER_ELEMENT;
-    const want = n * (dtype === 'float16' || dtype === 'bfloat16' ? 2 : bytesPer);
+    const want = n * bytesPer!;
     if (raw.byteLength !== want) throw new OnnxError(`${where}: raw data has ${raw.byteLength} bytes, shape [${shape}] of ${dtype} needs ${want}`);
+    const out = allocate(dtype, n);
     const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     for (let i = 0; i < n; i++) {
       switch (dtype) {
@@ -224,6 +241,7 @@ export function decodeTensor(t: TensorProto, opts: DecodeOptions = {}): HostTens
     default: src = t.int32Data ?? []; break;
   }
   if (src.length !== n) throw new OnnxError(`${where}: has ${src.length} values, shape [${shape}] needs ${n}`);
+  const out = allocate(dtype, n);
   for (let i = 0; i < n; i++) {
     const v = src[i];
     switch (dtype) {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
+import { PARENT_PID_ENV } from '../util/lifetime.js';
 import { sweepCombinations, type Recipe, type Stage } from './recipe.js';
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'onnx-hydra.js');
@@ -44,7 +45,7 @@ function runChild(args: string[], logFile: string, tag: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const log = fs.openSync(logFile, 'a');
     fs.writeSync(log, `$ onnx-hydra ${args.join(' ')}\n`);
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYDRA_PROGRESS_SECONDS: process.env.HYDRA_PROGRESS_SECONDS ?? '15' } });
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HYDRA_PROGRESS_SECONDS: process.env.HYDRA_PROGRESS_SECONDS ?? '15', [PARENT_PID_ENV]: String(process.pid) } });
     // (the commands' own summaries go to the log; their JSON reports are files next to the artifacts)
     child.stdout.on('data', (b: Buffer) => fs.writeSync(log, b));
     child.stderr.on('data', (b: Buffer) => {

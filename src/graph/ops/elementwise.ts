@@ -34,6 +34,7 @@ function binary(name: string, tfFn: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, n
         return [hostBinary(a, b, intDiv ? (x, y) => Math.trunc(x / y) : num, big, bool ? 'bool' : undefined, `${c.node.label}: `)];
       }
       const [a, b] = pair(c);
+      c.checkOutput(broadcastShapes(a.shape, b.shape, `${c.node.label}: `));
       return [tfFn(a, b)];
     },
   });

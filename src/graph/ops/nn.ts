@@ -5,6 +5,7 @@ import type { Node } from '../ir.js';
 import { Attrs } from '../ir.js';
 import type { OpCtx } from '../values.js';
 import { defineOp } from './registry.js';
+import { broadcastShapes } from '../host.js';
 
 interface Spatial {
   pads: number[]; // begins then ends, one per spatial axis
@@ -81,6 +82,7 @@ defineOp('Conv', {
     if (w.shape[0]! % group) c.fail(`${w.shape[0]} output channels do not divide into ${group} groups`);
     const kernel = c.a.ints('kernel_shape', w.shape.slice(2));
     const s = to2d(spatial(c, x.shape.slice(2), kernel, false));
+    c.checkOutput([x.shape[0]!, w.shape[0]!, ...s.out]);
     const x4 = (x.rank === 3 ? tf.expandDims(x, 2) : x) as tf.Tensor4D;
     const w4 = (w.rank === 3 ? tf.expandDims(w, 2) : w) as tf.Tensor4D;
     let y: tf.Tensor = nnOps().conv2d(x4, w4, { strides: s.strides, pads: s.pads, dilations: s.dilations, group });
@@ -123,6 +125,7 @@ defineOp('ConvTranspose', {
         pads[i + r] = total - pads[i]!;
       }
     } else if (autoPad === 'VALID') pads = new Array(2 * r).fill(0);
+    c.checkOutput([x.shape[0]!, w.shape[1]! * group, ...inSp.map((n, i) => strides[i]! * (n - 1) + outPad[i]! + (kernel[i]! - 1) * dilations[i]! + 1 - pads[i]! - pads[i + r]!)]);
     const lift = r === 1;
     const x4 = (lift ? tf.expandDims(x, 2) : x) as tf.Tensor4D;
     const w4 = (lift ? tf.expandDims(w, 2) : w) as tf.Tensor4D;
@@ -147,6 +150,7 @@ function pool(kind: 'max' | 'avg') {
     if (kernel.length !== x.rank - 2) c.fail(`kernel_shape [${kernel}] does not match input rank ${x.rank}`);
     const ceil = c.opset >= 10 && c.a.int('ceil_mode', 0) === 1;
     const s = to2d(spatial(c, x.shape.slice(2), kernel, ceil));
+    c.checkOutput([x.shape[0]!, x.shape[1]!, ...s.out]);
     const x4 = (x.rank === 3 ? tf.expandDims(x, 2) : x) as tf.Tensor4D;
     const p = { kernel: s.kernel, strides: s.strides, dilations: s.dilations, pads: s.pads, out: s.out };
     const y = kind === 'max' ? nnOps().maxPool2d(x4, p) : nnOps().avgPool2d(x4, p, c.a.int('count_include_pad', 0) === 1);
@@ -248,6 +252,7 @@ defineOp('Gemm', {
     const k1 = transA ? a.shape[0] : a.shape[1];
     const k2 = transB ? b.shape[1] : b.shape[0];
     if (k1 !== k2) c.fail(`inner dimensions differ: A gives ${k1}, B gives ${k2}`);
+    c.checkOutput([transA ? a.shape[1]! : a.shape[0]!, transB ? b.shape[0]! : b.shape[1]!]);
     let y = tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, transA, transB);
     const alpha = c.a.float('alpha', 1);
     if (alpha !== 1) y = tf.mul(y, alpha);
@@ -269,6 +274,7 @@ defineOp('MatMul', {
     if (aVec) a = tf.reshape(a, [1, -1]);
     if (bVec) b = tf.reshape(b, [-1, 1]);
     if (a.shape[a.rank - 1] !== b.shape[b.rank - 2]) c.fail(`inner dimensions differ: [${c.shape(0)}] × [${c.shape(1)}]`);
+    c.checkOutput([...broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), `${c.node.label}: `), a.shape[a.rank - 2]!, b.shape[b.rank - 1]!]);
     let y: tf.Tensor;
     if (b.rank === 2 && a.rank > 2) {
       // (…, M, K) × (K, N): one 2-D product

@@ -302,6 +302,7 @@ function expandHost(x: HostTensor, shape: number[]): HostTensor {
 defineOp('Expand', {
   run(c) {
     const shape = broadcastShapes(c.shape(0), c.ints(1), `${c.node.label}: `);
+    c.checkOutput(shape);
     if (c.isHost(0)) return [expandHost(c.h(0), shape)];
     const x = c.t(0);
     const lifted = x.rank < shape.length ? tf.reshape(x, [...new Array(shape.length - x.rank).fill(1), ...x.shape]) : x;
@@ -313,6 +314,8 @@ defineOp('Tile', {
   run(c) {
     const reps = c.ints(1);
     if (reps.length !== c.rank(0)) c.fail(`repeats [${reps}] do not match rank ${c.rank(0)}`);
+    if (reps.some((r) => r < 0)) c.fail(`negative repeats [${reps}]`);
+    c.checkOutput(c.shape(0).map((d, i) => d * reps[i]!));
     return [tf.tile(c.t(0), reps)];
   },
 });
@@ -320,6 +323,7 @@ defineOp('Tile', {
 defineOp('ConstantOfShape', {
   run(c) {
     const shape = c.ints(0);
+    c.checkOutput(shape);
     const v = c.a.tensor('value') ?? hostTensor('float32', [1], [0]);
     const out = allocate(v.dtype, numel(shape)) as unknown as unknown[];
     for (let i = 0; i < out.length; i++) out[i] = v.data[0];
@@ -334,6 +338,7 @@ defineOp('Range', {
     const delta = c.scalar(2);
     if (delta === 0) c.fail('delta is 0');
     const n = Math.max(Math.ceil((limit - start) / delta), 0);
+    c.checkOutput([n]);
     const dtype = c.isHost(0) ? c.h(0).dtype : 'float32';
     const vals = Array.from({ length: n }, (_, i) => start + i * delta);
     return [hostTensor(dtype, [n], dtype === 'int64' ? vals.map((v) => BigInt(v)) : vals)];
@@ -366,6 +371,9 @@ defineOp('Pad', {
       }
     }
     if (pads.length !== 2 * r) c.fail(`pads [${pads}] should have ${2 * r} values for rank ${r}`);
+    const padded = c.shape(0).map((d, i) => d + pads[i]! + pads[i + r]!);
+    if (padded.some((d) => d < 0)) c.fail(`pads [${pads}] crop more than the input [${c.shape(0)}] has`);
+    c.checkOutput(padded);
     let x = c.t(0);
     // negative pads crop
     if (pads.some((p) => p < 0)) {
