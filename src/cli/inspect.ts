@@ -24,6 +24,7 @@ export const inspectCommand: CommandModule<object, Args> = {
     if (s.supported) lines.push(`supported yes: ${s.run_nodes} nodes run after folding ${s.folded_nodes} constant/shape nodes`);
     else if (s.unsupported.length) lines.push(`supported NO: ${s.unsupported.map((u) => `${u.op}${u.reason ? ` (${u.reason})` : ''} at '${u.node}'`).join('; ')}`);
     else lines.push(`supported NO: ${s.error}`);
+    if (s.macs !== undefined) lines.push(`macs      ${fmtInt(s.macs)} per example (Conv/ConvTranspose/Gemm/MatMul multiply-accumulates)`);
     lines.push(`params    ${fmtInt(s.parameters.total)} total, ${fmtInt(s.parameters.trainable)} trainable, ${fmtInt(s.parameters.prunable)} prunable`);
     const prunable = s.layers.filter((l) => l.prunable);
     if (prunable.length) {

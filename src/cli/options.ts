@@ -4,6 +4,7 @@ import type { Argv } from 'yargs';
 import { BACKENDS, type BackendChoice } from '../engine/select.js';
 import { OBJECTIVES, DEFAULT_OBJECTIVE, type ObjectiveConfig, type ObjectiveKind } from '../train/objectives.js';
 import type { OptimizerConfig, ScheduleConfig } from '../train/optim.js';
+import type { TrainConfig } from '../train/trainer.js';
 import { UserError } from '../util/errors.js';
 
 export function withBackend<T>(y: Argv<T>) {
@@ -83,9 +84,19 @@ export function withTraining<T>(y: Argv<T>, defaults: { epochs?: number; lr: num
     .option('crop-pad', { type: 'number', default: 4 })
     .option('train-limit', { type: 'number', describe: 'train on a seeded random subset of this many images' })
     .option('eval-limit', { type: 'number', default: 2000, describe: 'test images for the accuracy printed after each epoch (0: none)' })
+    .option('epoch-pgd', { type: 'number', default: 0, describe: 'after each epoch, PGD-10 accuracy (ε = --eps, or 0.1 when it is 0) on this many test images: a robustness training curve (0: none)' })
     .option('seed', { type: 'number', default: 0 })
     .option('checkpoint-dir', { type: 'string', describe: 'per-epoch checkpoints (default: <out>.ckpt)' })
     .option('resume', { type: 'boolean', default: false, describe: 'continue from the checkpoint in --checkpoint-dir' });
+}
+
+/** --epoch-pgd: the per-epoch robustness measurement of TrainConfig.epochPgd */
+export function epochPgdFromArgs(a: Record<string, unknown>): TrainConfig['epochPgd'] {
+  const limit = Number(a['epoch-pgd'] ?? 0);
+  if (!Number.isInteger(limit) || limit < 0) throw new UserError(`--epoch-pgd must be an integer ≥ 0, got ${a['epoch-pgd']}`);
+  if (!limit) return undefined;
+  const eps = Number(a.eps) > 0 ? Number(a.eps) : 0.1;
+  return { limit, pgd: { eps, alpha: (2.5 * eps) / 10, steps: 10, norm: (a.norm as 'linf' | 'l2') ?? 'linf', randomStart: true } };
 }
 
 export function optimizerFromArgs(a: Record<string, unknown>): { optimizer: OptimizerConfig; schedule: ScheduleConfig } {

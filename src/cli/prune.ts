@@ -19,7 +19,7 @@ import { compareWithOrt } from '../verify/equivalence.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
-import { derivedPath, objectiveFromArgs, optimizerFromArgs, withBackend, withNormalization, withObjective, withTraining } from './options.js';
+import { derivedPath, epochPgdFromArgs, objectiveFromArgs, optimizerFromArgs, withBackend, withNormalization, withObjective, withTraining } from './options.js';
 import { parseChannels, withInputNormalization } from '../onnx/normalize-input.js';
 
 type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
@@ -80,7 +80,7 @@ export const pruneCommand: CommandModule<object, Args> = {
       batchSize: Number(a['batch-size']), schedule, seed: Number(a.seed),
       augment: { cropPad: a.augment ? Number(a['crop-pad']) : 0, flip: !!a.augment },
       trainLimit: a['train-limit'] !== undefined ? Number(a['train-limit']) : undefined,
-      evalLimit: Number(a['eval-limit']), resume: !!a.resume, quiet,
+      evalLimit: Number(a['eval-limit']), epochPgd: epochPgdFromArgs(a), resume: !!a.resume, quiet,
     };
     const phase1: TrainConfig = { ...base, epochs: Number(a['prune-epochs']), optimizer, label: `${method}:${method === 'admm' ? 'admm' : 'scores'}` };
     const phase2: TrainConfig = { ...base, epochs: Number(a['finetune-epochs']), optimizer: { ...optimizer, lr: Number(a['finetune-lr']) }, label: `${method}:finetune` };
@@ -148,10 +148,10 @@ export const pruneCommand: CommandModule<object, Args> = {
     writeFileAtomic(`${out}.report.json`, JSON.stringify(report, null, 2));
     if (a.json) printJson(report);
     else {
-      const phaseRows = res.phases.flatMap((p) => p.history.map((h) => [p.name, h.epoch, h.lr.toPrecision(3), h.loss.toFixed(4), pct(h.train_acc, 2), h.test_acc !== undefined ? pct(h.test_acc, 2) : '-', h.images_per_second.toFixed(0)]));
+      const phaseRows = res.phases.flatMap((p) => p.history.map((h) => [p.name, h.epoch, h.lr.toPrecision(3), h.loss.toFixed(4), pct(h.train_acc, 2), h.test_acc !== undefined ? pct(h.test_acc, 2) : '-', h.robust_acc !== undefined ? pct(h.robust_acc, 2) : '-', h.images_per_second.toFixed(0)]));
       process.stdout.write(
         `${a.model} → ${out}\n  engine     ${report.engine}\n  objective  ${objective.describe()}\n  method     ${method}, ${pct(sparsity, 1)} of prunable weights removed (${a.allocation})\n\n` +
-        (phaseRows.length ? table(['phase', 'epoch', 'lr', 'loss', 'train acc', 'test acc', 'img/s'], phaseRows) + '\n\n' : '') +
+        (phaseRows.length ? table(['phase', 'epoch', 'lr', 'loss', 'train acc', 'test acc', 'PGD-10 acc', 'img/s'], phaseRows) + '\n\n' : '') +
         table(['layer', 'params', 'zeros', 'sparsity'], [...sp.layers.map((l) => [l.node || l.name, l.params, l.zeros, pct(l.sparsity, 2)]), ['all prunable', sp.params, sp.zeros, pct(sp.sparsity, 2)]]) + '\n\n' +
         `  benign accuracy  ${pct(rob.benign_acc, 2)}  (${rob.n} test images)\n` +
         (rob.pgd_acc !== undefined ? `  PGD-${evalSteps} accuracy  ${pct(rob.pgd_acc, 2)}  (${objCfg.norm} ε ${evalEps})\n` : '') +

@@ -13,7 +13,7 @@ import { compareWithOrt } from '../verify/equivalence.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
-import { derivedPath, objectiveFromArgs, optimizerFromArgs, withBackend, withNormalization, withObjective, withTraining } from './options.js';
+import { derivedPath, epochPgdFromArgs, objectiveFromArgs, optimizerFromArgs, withBackend, withNormalization, withObjective, withTraining } from './options.js';
 import { parseChannels, withInputNormalization } from '../onnx/normalize-input.js';
 
 type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
@@ -58,7 +58,7 @@ export const trainCommand: CommandModule<object, Args> = {
       epochs: Number(a.epochs), batchSize: Number(a['batch-size']), optimizer, schedule, seed: Number(a.seed),
       augment: { cropPad: a.augment ? Number(a['crop-pad']) : 0, flip: !!a.augment },
       trainLimit: a['train-limit'] !== undefined ? Number(a['train-limit']) : undefined,
-      evalLimit: Number(a['eval-limit']), checkpointDir, resume: !!a.resume, label: `train:${objCfg.kind}`, quiet,
+      evalLimit: Number(a['eval-limit']), epochPgd: epochPgdFromArgs(a), checkpointDir, resume: !!a.resume, label: `train:${objCfg.kind}`, quiet,
     });
     const bytes = saveModel(graph.exportModel(), out);
     log(`wrote ${out} (${(bytes / 1024).toFixed(1)} KiB); checkpoints in ${checkpointDir}`);
@@ -92,10 +92,10 @@ export const trainCommand: CommandModule<object, Args> = {
     writeFileAtomic(`${out}.report.json`, JSON.stringify(report, null, 2));
     if (a.json) printJson(report);
     else {
-      const rows = res.history.map((h) => [h.epoch, h.lr.toPrecision(3), h.loss.toFixed(4), pct(h.train_acc, 2), h.test_acc !== undefined ? pct(h.test_acc, 2) : '-', h.images_per_second.toFixed(0)]);
+      const rows = res.history.map((h) => [h.epoch, h.lr.toPrecision(3), h.loss.toFixed(4), pct(h.train_acc, 2), h.test_acc !== undefined ? pct(h.test_acc, 2) : '-', h.robust_acc !== undefined ? pct(h.robust_acc, 2) : '-', h.images_per_second.toFixed(0)]);
       process.stdout.write(
         `${a.model} → ${out}\n  engine     ${report.engine}\n  objective  ${objective.describe()}\n\n` +
-        table(['epoch', 'lr', 'loss', 'train acc', 'test acc', 'img/s'], rows) + '\n\n' +
+        table(['epoch', 'lr', 'loss', 'train acc', 'test acc', 'PGD-10 acc', 'img/s'], rows) + '\n\n' +
         `  benign accuracy  ${pct(rob.benign_acc, 2)}  (${rob.n} test images)\n` +
         (rob.pgd_acc !== undefined ? `  PGD-${evalSteps} accuracy  ${pct(rob.pgd_acc, 2)}  (${objCfg.norm} ε ${evalEps}, step ${(2.5 * evalEps / evalSteps).toPrecision(3)}, random start)\n` : '') +
         `  onnxruntime on the export: ${pct(agreement.prediction_agreement, 2)} same predictions, accuracy ${pct(agreement.ort_accuracy, 2)}, max |Δlogit| ${agreement.max_abs_logit_diff.toExponential(2)}\n` +

@@ -64,6 +64,9 @@ export const verifyCommand: CommandModule<object, Args> = {
       .option('smoothing', { type: 'string', describe: 'randomized smoothing: sigma=0.25,n0=100,n=10000,alpha=0.001,batch=1000,mode=certify|predict|both' })
       .option('radii', { type: 'string', default: '0,0.25,0.5,0.75,1', describe: 'L2 radii at which certified accuracy is reported' })
       .option('ibp', { type: 'string', describe: 'IBP verified accuracy: eps=<PGD ε>' })
+      .option('latency', { type: 'boolean', default: false, describe: 'also measure MACs, parameters and onnxruntime latency: batch 1 (median, p90 ms) and --latency-batch (img/s)' })
+      .option('latency-batch', { type: 'number', default: 64, describe: 'the large batch of --latency' })
+      .option('threads', { type: 'number', default: 0, describe: 'onnxruntime intra-op threads for --latency (0: one per core)' })
       .option('provider', { type: 'string', default: 'cpu', choices: ['cpu', 'cuda'], describe: 'onnxruntime-node execution provider' })
       .option('backend', { type: 'string', default: 'auto', choices: BACKENDS as unknown as string[], describe: 'engine computing PGD gradients' })
       .option('input-shape', { type: 'string', array: true, describe: 'fix free input dimensions other than the batch' })
@@ -79,6 +82,9 @@ export const verifyCommand: CommandModule<object, Args> = {
     if (!Number.isInteger(batch) || batch < 1) throw new UserError(`--batch-size must be an integer ≥ 1, got ${a['batch-size']}`);
     if (a.limit !== undefined && !(Number.isInteger(Number(a.limit)) && Number(a.limit) >= 1)) throw new UserError(`--limit must be an integer ≥ 1, got ${a.limit}`);
     const provider = a.provider as Provider;
+    for (const [flag, min] of [['latency-batch', 1], ['threads', 0]] as const) {
+      if (!Number.isInteger(Number(a[flag])) || Number(a[flag]) < min) throw new UserError(`--${flag} must be an integer ≥ ${min}, got ${a[flag]}`);
+    }
     const data = loadData(String(a.data));
     const d = data.test;
     const def = attackDefaults(d);
@@ -129,6 +135,7 @@ export const verifyCommand: CommandModule<object, Args> = {
       model: a.model, data: d, dataSpec: data.spec, limit: a.limit !== undefined ? Number(a.limit) : undefined, batch, provider,
       backend: a.backend as BackendChoice, prepare: { inputShapes: parseInputShapes(a['input-shape'] as string[] | undefined) },
       pgd, square, ibp, smoothing, seed: Number(a.seed), quiet, log,
+      latency: a.latency ? { batch: Number(a['latency-batch']), threads: Number(a.threads) } : undefined,
       normalize: a.mean !== undefined || a.std !== undefined ? { mean: parseChannels('mean', a.mean), std: parseChannels('std', a.std) } : undefined,
     });
     if (jsonTo) writeFileAtomic(jsonTo, JSON.stringify(report, null, 2));
@@ -161,6 +168,9 @@ export function renderVerify(r: VerifyReport): string {
     `  data       ${r.data.spec}, ${r.data.n} test images [${r.data.image_shape}], ${r.data.classes} classes\n` +
     `  judged by  onnxruntime-node (${r.provider} provider)${r.engine ? `; PGD gradients: ${r.engine}` : ''}\n\n` +
     table(['metric', 'accuracy', 'detail', 'img/s', 'seconds'], rows) + '\n' +
+    (r.cost ? `  cost       ${r.cost.macs.toLocaleString('en-US')} MACs per image, ${r.cost.params.toLocaleString('en-US')} parameters; ` +
+      `onnxruntime batch 1 ${r.cost.latency.batch1.median_ms.toFixed(3)} ms (p90 ${r.cost.latency.batch1.p90_ms.toFixed(3)}), ` +
+      `batch ${r.cost.latency.batchN.batch} ${r.cost.latency.batchN.images_per_second.toFixed(0)} img/s\n` : '') +
     `  (${r.seconds.toFixed(1)} s)\n`
   );
 }

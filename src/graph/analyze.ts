@@ -10,6 +10,7 @@ import { decodeTensor, dtypeFromCode, numel, type HostTensor } from '../onnx/ten
 import { OnnxError } from '../util/errors.js';
 import { PreparedGraph, findParams, type ParamRole } from './graph.js';
 import { parseNode } from './ir.js';
+import { countMacs } from './macs.js';
 import { unsupportedReason } from './ops/index.js';
 
 export interface LayerInfo {
@@ -43,6 +44,8 @@ export interface ModelSummary {
   /** why the graph could not be prepared, when the ops are supported but something else is wrong */
   error?: string;
   folded_nodes?: number;
+  /** multiply-accumulates of one example's forward pass (Conv, ConvTranspose, Gemm, MatMul) */
+  macs?: number;
   run_nodes?: number;
   parameters: { total: number; trainable: number; prunable: number; prunable_zeros: number };
   global_sparsity: number;
@@ -130,6 +133,7 @@ export function summarize(source: OnnxModel, opts: { inputShapes?: Record<string
       const prep = new PreparedGraph(model, opts);
       summary.folded_nodes = prep.folded.length;
       summary.run_nodes = prep.runNodes.length;
+      summary.macs = countMacs(prep).total;
     } catch (e) {
       if (!(e instanceof OnnxError)) throw e;
       summary.supported = false;

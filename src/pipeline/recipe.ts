@@ -55,7 +55,7 @@ function optionsOf(cmd: CommandModule<object, never>, drop: string[]): Map<strin
 
 const VERIFY_OPTIONS: Record<string, OptionSpec | 'spec'> = {
   limit: { type: 'number' }, 'batch-size': { type: 'number' }, benign: { type: 'boolean' }, provider: { type: 'string', choices: ['cpu', 'cuda'] },
-  radii: { type: 'string' }, pgd: 'spec', square: 'spec', smoothing: 'spec', ibp: 'spec',
+  radii: { type: 'string' }, latency: { type: 'boolean' }, 'latency-batch': { type: 'number' }, threads: { type: 'number' }, pgd: 'spec', square: 'spec', smoothing: 'spec', ibp: 'spec',
 };
 const SPEC_KEYS: Record<string, string[]> = {
   pgd: ['eps', 'alpha', 'steps', 'restarts', 'norm', 'random_start'], square: ['queries', 'eps', 'p'],

@@ -23,6 +23,8 @@ export interface StageRecord {
   log: string;
   seconds: number;
   resumed: boolean;
+  /** 'dense': the verification of the model that enters pruning, added by the runner for the report's deltas */
+  role?: 'dense';
 }
 
 export interface RunState {
@@ -81,11 +83,37 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
   const shared = r.sweep ? r.stages.slice(0, firstPrune) : r.stages;
   const perVariant = r.sweep ? r.stages.slice(firstPrune) : [];
 
+  // The report shows what pruning and quantization cost, so the model that enters pruning is verified with
+  // the same settings as the files after it (those of the first verify stage after prune), unless the recipe
+  // verifies it itself right before pruning.
+  const verifyAfterPrune = r.stages.slice(firstPrune + 1).find((s) => s.kind === 'verify') ?? r.stages.find((s) => s.kind === 'verify');
+  const needsDense = firstPrune >= 0 && verifyAfterPrune !== undefined && r.stages[firstPrune - 1]?.kind !== 'verify';
+  const verifyArgs = (model: string, opts: Record<string, string | number | boolean>, json: string): string[] =>
+    ['verify', model, '--data', r.data, '--seed', String(r.seed), ...(r.backend ? ['--backend', r.backend] : []), ...flagsOf({ latency: true, ...opts }), '--json', json];
+  const denseVerify = async (model: string): Promise<void> => {
+    if (!needsDense) return;
+    const id = 'dense-verify';
+    const artifact = path.join(outDir, `${id}.json`);
+    const done = state!.stages[id];
+    if (done && fs.existsSync(done.artifact)) {
+      process.stderr.write(`[${id}] done earlier: ${done.artifact}\n`);
+      return;
+    }
+    const t0 = performance.now();
+    const args = verifyArgs(model, verifyAfterPrune!.options, artifact);
+    process.stderr.write(`[${id}] running: onnx-hydra ${args.join(' ')}\n`);
+    const log = path.join(outDir, `${id}.log`);
+    await runChild(args, log, id);
+    state!.stages[id] = { id, kind: 'verify', variant: '', input: model, artifact, report: artifact, log, seconds: (performance.now() - t0) / 1000, resumed: false, role: 'dense' };
+    save();
+  };
+
   const runStages = async (stages: Stage[], startIndex: number, input: string, dir: string, variant: string, extra: Record<string, string | number>): Promise<string> => {
     let current = input;
     let lastModel = input;
     for (let j = 0; j < stages.length; j++) {
       const s = stages[j]!;
+      if (s.kind === 'prune' && !variant) await denseVerify(current);
       const n = String(startIndex + j + 1).padStart(2, '0');
       const id = `${variant ? `${variant}/` : ''}${n}-${s.kind}`;
       const base = path.join(dir, `${n}-${s.kind}`);
@@ -108,7 +136,7 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
       if (s.kind === 'pretrain') args = ['train', current, ...common, ...flagsOf(opts), '--out', artifact, ...(resumed ? ['--resume'] : [])];
       else if (s.kind === 'prune') args = ['prune', current, ...common, ...flagsOf(opts), '--out', artifact, ...(resumed ? ['--resume'] : [])];
       else if (s.kind === 'quantize') args = ['quantize', current, '--data', r.data, ...flagsOf(opts), '--out', artifact];
-      else args = ['verify', lastModel, '--data', r.data, '--seed', String(r.seed), ...(r.backend ? ['--backend', r.backend] : []), ...flagsOf(opts), '--json', artifact];
+      else args = verifyArgs(lastModel, opts, artifact);
       process.stderr.write(`[${id}] ${resumed ? 'resuming' : 'running'}: onnx-hydra ${args.join(' ')}\n`);
       await runChild(args, `${base}.log`, id);
       state!.stages[id] = { id, kind: s.kind, variant, input: s.kind === 'verify' ? lastModel : current, artifact, report, log: `${base}.log`, seconds: (performance.now() - t0) / 1000, resumed };
@@ -120,6 +148,7 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
 
   const after = await runStages(shared, 0, r.model, outDir, '', {});
   if (r.sweep) {
+    await denseVerify(after);
     for (const c of sweepCombinations(r)) {
       const v = variantName(c);
       await runStages(perVariant, firstPrune, after, path.join(outDir, v), v, c);

@@ -38,7 +38,7 @@ export function cudaInstalled(): boolean {
   }
 }
 
-export const CUDA_HINT = 'reinstall onnxruntime-node with CUDA 12 support: ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node, or use --provider cpu';
+export const CUDA_HINT = 'add onnxruntime-node\'s CUDA 12 libraries: (cd node_modules/onnxruntime-node && ONNXRUNTIME_NODE_INSTALL=cuda12 node script/install), or use --provider cpu';
 
 export async function createSession(model: OnnxModel | Uint8Array | string, opts: { provider?: Provider; threads?: number; spin?: boolean } = {}): Promise<OrtSession> {
   const provider = opts.provider ?? 'cpu';

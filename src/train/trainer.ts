@@ -4,7 +4,8 @@ import { tf } from '../engine/tf.js';
 import type { Net } from '../engine/net.js';
 import type { Dataset } from '../data/index.js';
 import { UserError } from '../util/errors.js';
-import { makeRng, permutation } from '../util/rng.js';
+import { makeRng, permutation, type Rng } from '../util/rng.js';
+import { pgdAttack, type PgdConfig } from './attacks.js';
 import { progressBar } from '../util/progress.js';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { Optimizer, learningRate, type OptimizerConfig, type ScheduleConfig } from './optim.js';
@@ -21,6 +22,8 @@ export interface TrainConfig {
   trainLimit?: number;
   /** test images evaluated (benign accuracy) after each epoch; 0 = none */
   evalLimit: number;
+  /** after each epoch, PGD accuracy on the first `limit` test images (a training curve of robustness) */
+  epochPgd?: { limit: number; pgd: PgdConfig };
   /** where per-epoch checkpoints go; none when undefined */
   checkpointDir?: string;
   /** continue from the checkpoint in checkpointDir */
@@ -53,6 +56,8 @@ export interface EpochStats {
   loss: number;
   train_acc: number;
   test_acc?: number;
+  /** PGD accuracy on the first epochPgd.limit test images */
+  robust_acc?: number;
   seconds: number;
   images_per_second: number;
 }
@@ -123,6 +128,30 @@ export function accuracy(net: Net, d: Dataset, limit = d.length, batch = 256, ov
     }
   }
   return n ? correct / n : 0;
+}
+
+/** Accuracy under PGD (one restart) on the first `limit` examples. */
+export function robustAccuracy(net: Net, d: Dataset, limit: number, pgd: PgdConfig, rng: Rng, overrides?: Map<string, tf.Tensor>, batch = 256): number {
+  const n = Math.min(limit, d.length);
+  const per = d.shape[0] * d.shape[1] * d.shape[2];
+  const f = net.frozen(overrides);
+  const k = net.classes;
+  let robust = 0;
+  for (let s = 0; s < n; s += batch) {
+    const m = Math.min(batch, n - s);
+    const x = d.x.subarray(s * per, (s + m) * per);
+    const y = d.y.subarray(s, s + m);
+    // robust: classified correctly both as it is and at the attack's final iterate
+    const clean = f.logits(x, m);
+    const adv = f.logits(pgdAttack(f, x, y, m, k, pgd, rng), m);
+    const top = (z: Float32Array, r: number): number => {
+      let best = 0;
+      for (let j = 1; j < k; j++) if (z[r * k + j]! > z[r * k + best]!) best = j;
+      return best;
+    };
+    for (let r = 0; r < m; r++) if (top(clean, r) === y[r] && top(adv, r) === y[r]) robust++;
+  }
+  return n ? robust / n : 0;
 }
 
 function trainIndices(d: Dataset, limit: number | undefined, seed: number): Int32Array {
@@ -244,10 +273,11 @@ export async function trainLoop(net: Net, data: { train: Dataset; test: Dataset 
     bar.stop();
     const secs = (performance.now() - te) / 1000;
     const stats: EpochStats = { epoch: epoch + 1, lr, loss: lossSum / seen, train_acc: correct / seen, seconds: secs, images_per_second: seen / secs };
-    if (cfg.evalLimit > 0) {
+    if (cfg.evalLimit > 0 || (cfg.epochPgd && cfg.epochPgd.limit > 0)) {
       tf.engine().startScope();
       try {
-        stats.test_acc = accuracy(net, data.test, cfg.evalLimit, 256, target.overrides?.());
+        if (cfg.evalLimit > 0) stats.test_acc = accuracy(net, data.test, cfg.evalLimit, 256, target.overrides?.());
+        if (cfg.epochPgd && cfg.epochPgd.limit > 0) stats.robust_acc = robustAccuracy(net, data.test, cfg.epochPgd.limit, cfg.epochPgd.pgd, makeRng(`${cfg.seed}:epoch-pgd:${epoch}`), target.overrides?.());
       } finally {
         tf.engine().endScope();
       }
@@ -257,7 +287,8 @@ export async function trainLoop(net: Net, data: { train: Dataset; test: Dataset 
     save(epoch);
     if (!cfg.quiet) {
       process.stderr.write(`${cfg.label} epoch ${epoch + 1}/${cfg.epochs}: loss ${stats.loss.toFixed(4)}, train acc ${(100 * stats.train_acc).toFixed(2)}%` +
-        (stats.test_acc !== undefined ? `, test acc ${(100 * stats.test_acc).toFixed(2)}%` : '') + `, ${stats.images_per_second.toFixed(0)} img/s\n`);
+        (stats.test_acc !== undefined ? `, test acc ${(100 * stats.test_acc).toFixed(2)}%` : '') +
+        (stats.robust_acc !== undefined ? `, PGD-${cfg.epochPgd!.pgd.steps} acc ${(100 * stats.robust_acc).toFixed(2)}%` : '') + `, ${stats.images_per_second.toFixed(0)} img/s\n`);
     }
     if (cfg.stopAfterEpoch !== undefined && epoch + 1 >= cfg.stopAfterEpoch && epoch + 1 < cfg.epochs) break;
   }

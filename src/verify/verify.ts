@@ -13,7 +13,8 @@ import { makeRng } from '../util/rng.js';
 import { progressBar } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
 import type { Provider } from '../runtime/ort.js';
-import { sha256 } from '../graph/analyze.js';
+import { sha256, summarize } from '../graph/analyze.js';
+import { measureLatency, type LatencyResult } from '../runtime/latency.js';
 import { OrtClassifier } from './classifier.js';
 import type { PgdEvalConfig } from './robustness.js';
 import { pgdVerify } from './pgd.js';
@@ -40,6 +41,8 @@ export interface VerifyOptions {
   /** the model expects (x − mean)/std: put in front of it (the verdict is on the file plus this) */
   normalize?: { mean?: number[]; std?: number[] };
   log?: (s: string) => void;
+  /** measure MACs, parameters and onnxruntime latency at batch 1 and `batch` (threads: 0 = one per core) */
+  latency?: { batch: number; threads: number };
 }
 
 interface Timed { seconds: number; images_per_second: number }
@@ -59,6 +62,8 @@ export interface VerifyReport {
     settings: SmoothingConfig; certified: { radius: number; acc: number }[]; abstain_rate: number; mean_radius_correct: number;
     predict?: { acc: number; abstain_rate: number };
   } & Timed;
+  /** what the file costs to run: MACs and parameters of its (float) graph, onnxruntime latency */
+  cost?: { macs: number; params: number; prunable_zeros: number; latency: LatencyResult };
   warnings: string[];
   seconds: number;
 }
@@ -266,6 +271,13 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
     }
   } finally {
     await clf.release();
+  }
+  if (o.latency) {
+    // after every other measurement, with the attack sessions released: nothing else competes for the cores
+    const summary = summarize(stripped.model, o.prepare);
+    const lat = await measureLatency(ortSource, [...d.shape], { batch: o.latency.batch, threads: o.latency.threads, provider: o.provider });
+    report.cost = { macs: summary.macs ?? 0, params: summary.parameters.total, prunable_zeros: summary.parameters.prunable_zeros, latency: lat };
+    log(`latency: batch 1 ${lat.batch1.median_ms.toFixed(3)} ms (p90 ${lat.batch1.p90_ms.toFixed(3)}), batch ${lat.batchN.batch} ${lat.batchN.images_per_second.toFixed(0)} img/s`);
   }
   report.seconds = (performance.now() - t0) / 1000;
   return report;
