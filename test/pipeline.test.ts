@@ -37,8 +37,8 @@ test('recipes: unknown keys, wrong types and impossible stage orders are rejecte
   assert.ok(!fs.existsSync(path.join(tmp, 'bad-run')), 'nothing ran');
 });
 
-const small = (finetuneEpochs: number): string => base(`  - pretrain: {epochs: 1, train_limit: 6000, eval_limit: 0, eval_steps: 0, final_eval_limit: 100}
-  - prune: {method: hydra, sparsity: 0.9, objective: natural, prune_epochs: 1, finetune_epochs: ${finetuneEpochs}, train_limit: 2048, batch_size: 32, eval_limit: 0, eval_steps: 0, final_eval_limit: 100}
+const small = (finetuneEpochs: number): string => base(`  - pretrain: {epochs: 1, train_limit: 6000, eval_limit: 200, epoch_pgd: 100, eval_steps: 0, final_eval_limit: 100}
+  - prune: {method: hydra, sparsity: 0.9, objective: natural, prune_epochs: 1, finetune_epochs: ${finetuneEpochs}, train_limit: 2048, batch_size: 32, eval_limit: 200, epoch_pgd: 100, eval_steps: 0, final_eval_limit: 100}
   - quantize: {calibration_size: 64, eval_limit: 200}
   - verify: {pgd: {steps: 2}, ibp: {eps: 0.001}, limit: 100}
 `);
@@ -56,7 +56,34 @@ test('run: pretrain → prune → quantize → verify end to end; report.json nu
   assert.equal(v.data.n, 100);
   assert.ok(v.benign.acc > 0.3, `benign ${v.benign.acc}`);
   assert.ok(Math.abs(rep.variants[0].sparsity - 0.9) < 1e-3);
-  for (const f of ['01-pretrain.onnx', '02-prune.onnx', '03-quantize.onnx', '04-verify.json', 'report.json', 'report.html', 'run.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
+  for (const f of ['01-pretrain.onnx', '02-prune.onnx', '03-quantize.onnx', '04-verify.json', 'dense-verify.json', 'report.json', 'report.html', 'run.json']) assert.ok(fs.existsSync(path.join(out, f)), f);
+  // the headline: the dense model that entered pruning, verified with the same settings, then the int8 file
+  const [dense, int8] = rep.variants[0].headline;
+  assert.equal(dense.stage, 'dense');
+  assert.equal(dense.file, '01-pretrain.onnx');
+  assert.equal(int8.stage, 'int8');
+  assert.equal(int8.file, '03-quantize.onnx');
+  const denseVerify = JSON.parse(fs.readFileSync(path.join(out, 'dense-verify.json'), 'utf8'));
+  assert.deepEqual(denseVerify.pgd.settings, v.pgd.settings, 'same attack settings');
+  assert.equal(denseVerify.data.n, v.data.n);
+  assert.equal(dense.benign, denseVerify.benign.acc);
+  for (const row of [dense, int8]) {
+    assert.ok(row.macs > 500_000 && row.latency.batch1_median_ms > 0 && row.latency.images_per_second > 0, JSON.stringify(row));
+    assert.ok(row.robust <= row.benign);
+    assert.ok(row.certified.ibp.acc >= 0);
+  }
+  assert.equal(dense.macs, 609_384, 'small_cnn: 16·14·14·16 + 32·7·7·256 + 100·1568 + 10·100 multiply-accumulates');
+  assert.ok(Math.abs(int8.delta.benign_points - 100 * (int8.benign - dense.benign)) < 1e-9);
+  assert.ok(int8.delta.bytes_x > 3, 'int8 weights: about 4x fewer bytes');
+  // training curves per phase, with test and robust accuracy per epoch
+  const curves = rep.variants[0].curves;
+  assert.deepEqual(curves.map((c: { phase: string }) => c.phase), ['pretrain', 'hydra scores', 'hydra finetune']);
+  for (const c of curves) for (const e of c.epochs) assert.ok(e.test_acc !== undefined && e.robust_acc !== undefined && e.robust_acc <= 1, JSON.stringify(e));
+  // kept weights per layer: count and percent
+  const conv1 = rep.variants[0].layers.find((l: { name: string }) => l.name === 'conv1.weight');
+  assert.equal(conv1.params, 256);
+  assert.equal(conv1.kept, Math.ceil(0.1 * 256));
+  assert.ok(Math.abs(conv1.kept_pct - conv1.kept / 256) < 1e-12);
   assert.ok(!fs.readdirSync(out).some((f) => f.endsWith('.tmp')), 'no half-written files');
   // a second call finds everything done
   const again = spawnSync(process.execPath, [BIN, 'run', recipe, '--out', out], { encoding: 'utf8', timeout: 120_000 });
@@ -100,4 +127,10 @@ test('report.html renders in headless Chromium (charts drawn, tables filled)', {
   assert.equal(r.status, 0, r.stderr.slice(-500));
   assert.match(r.stdout, /data-rendered="yes"/, 'the chart script ran to the end');
   assert.match(r.stdout, /<table id="verify">[\s\S]*03-quantize\.onnx \(int8\)/);
+  assert.match(r.stdout, /<table id="headline">[\s\S]*dense[\s\S]*01-pretrain\.onnx[\s\S]*int8[\s\S]*03-quantize\.onnx/);
+  // every chart drew data: coloured pixels on its canvas (axes, grid and text are grey and do not count)
+  const canvases = [...r.stdout.matchAll(/<canvas id="(\w+)"[^>]*data-ink="(\d+)"/g)].map((m) => ({ id: m[1]!, ink: Number(m[2]) }));
+  assert.deepEqual(canvases.map((c) => c.id), ['acc', 'curve0', 'curve1', 'curve2', 'layers']);
+  for (const c of canvases) assert.ok(c.ink > 300, `chart ${c.id} drew ${c.ink} coloured pixels`);
+  assert.equal((r.stdout.match(/<canvas/g) ?? []).length, canvases.length, 'every canvas was measured');
 });

@@ -36,6 +36,17 @@ export const runCommand: CommandModule<object, Args> = {
     const { json, variants } = files.report;
     if (a.json) return void printJson(json);
     const rows = variants.flatMap((v) => v.verify.map((x) => [v.variant, x.judged + (x.model.quantized ? ' (int8)' : ''), v.sparsity !== undefined ? pct(v.sparsity, 1) : '0%', pct(x.benign.acc, 2), x.pgd ? pct(x.pgd.acc, 2) : '-', x.square ? pct(x.square.acc, 2) : '-', x.ibp ? pct(x.ibp.verified_acc, 2) : '-', certifiedAt(x), x.model.bytes]));
-    process.stdout.write(`${r.name}: ${out}\n\n` + table(['run', 'file', 'sparsity', 'benign', 'PGD', 'Square', 'IBP', 'certified', 'bytes'], rows) + `\n\n  ${files.json}\n  ${files.html}\n`);
+    // the headline: dense → pruned → int8, with the change against dense
+    const seen = new Set<string>();
+    const sign = (d: number | undefined): string => (d === undefined ? '' : ` (${d >= 0 ? '+' : ''}${d.toFixed(2)})`);
+    const ratio = (x: number | undefined): string => (x === undefined ? '' : ` (${x.toFixed(2)}x)`);
+    const head = variants.flatMap((v) => v.headline.filter((h) => !seen.has(h.file) && seen.add(h.file)).map((h) => [
+      h.stage, h.file, pct(h.sparsity, 1), pct(h.benign, 2) + sign(h.delta?.benign_points), h.robust !== undefined ? pct(h.robust, 2) + sign(h.delta?.robust_points) : '-',
+      h.bytes.toLocaleString('en-US') + ratio(h.delta?.bytes_x), h.macs !== undefined ? h.macs.toLocaleString('en-US') + ratio(h.delta?.macs_x) : '-',
+      h.latency ? h.latency.batch1_median_ms.toFixed(3) + ratio(h.delta?.batch1_speedup) : '-', h.latency ? h.latency.images_per_second.toFixed(0) + ratio(h.delta?.throughput_x) : '-',
+    ]));
+    process.stdout.write(`${r.name}: ${out}\n\n` +
+      (head.length ? table(['stage', 'file', 'sparsity', 'benign (Δ points)', 'robust (Δ points)', 'bytes (dense/this)', 'MACs (dense/this)', 'batch-1 ms (speed-up)', 'batch-64 img/s (speed-up)'], head) + '\n\n' : '') +
+      table(['run', 'file', 'sparsity', 'benign', 'PGD', 'Square', 'IBP', 'certified', 'bytes'], rows) + `\n\n  ${files.json}\n  ${files.html}\n`);
   },
 };

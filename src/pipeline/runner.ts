@@ -100,7 +100,8 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
       return;
     }
     const t0 = performance.now();
-    const args = verifyArgs(model, verifyAfterPrune!.options, artifact);
+    const norm = model === r.model && (r.mean || r.std) ? { ...(r.mean ? { mean: r.mean } : {}), ...(r.std ? { std: r.std } : {}) } : {};
+    const args = verifyArgs(model, { ...verifyAfterPrune!.options, ...norm }, artifact);
     process.stderr.write(`[${id}] running: onnx-hydra ${args.join(' ')}\n`);
     const log = path.join(outDir, `${id}.log`);
     await runChild(args, log, id);
