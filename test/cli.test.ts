@@ -199,3 +199,23 @@ test('verify --json: every metric on an int8 QDQ artifact; the report names the 
   assert.match(t.out, /benign/);
   assert.equal(JSON.parse(fs.readFileSync(out, 'utf8')).benign.correct >= 0, true);
 });
+
+test('an operator without a compiled gradient rule (Selu) never ends in an internal error: verify --pgd and train --objective pgd work', () => {
+  const rnd = (n: number, scale: number): number[] => Array.from({ length: n }, (_, i) => scale * Math.sin(1 + i * 0.37));
+  const m = buildModel({
+    inputs: [{ name: 'x', shape: ['N', 1, 28, 28] }], outputs: [{ name: 'y', shape: ['N', 10] }],
+    nodes: [node('Flatten', ['x'], ['f']), node('Gemm', ['f', 'w1', 'b1'], ['h'], { transB: 1 }), node('Selu', ['h'], ['s']), node('Gemm', ['s', 'w2', 'b2'], ['y'], { transB: 1 })],
+    initializers: [floatInit('w1', [16, 784], rnd(16 * 784, 0.05)), floatInit('b1', [16], rnd(16, 0.1)), floatInit('w2', [10, 16], rnd(160, 0.3)), floatInit('b2', [10], rnd(10, 0.1))],
+  });
+  const file = path.join(tmp, 'selu.onnx');
+  fs.writeFileSync(file, encode(m));
+  const v = run('verify', file, '--pgd', 'steps=3', '--limit', '40', '--json');
+  assert.equal(v.code, 0, v.err);
+  assert.doesNotMatch(v.err, /internal error/);
+  const rep = JSON.parse(v.out);
+  assert.ok(rep.pgd.acc <= rep.benign.acc);
+  const t = run('train', file, '--objective', 'pgd', '--steps', '2', '--epochs', '1', '--train-limit', '64', '--batch-size', '32', '--eval-limit', '0', '--eval-steps', '2', '--final-eval-limit', '20', '--out', path.join(tmp, 'selu.pgd.onnx'), '--json');
+  assert.equal(t.code, 0, t.err);
+  assert.doesNotMatch(t.err, /internal error/);
+  assert.ok(fs.existsSync(path.join(tmp, 'selu.pgd.onnx')));
+});

@@ -7,6 +7,7 @@ import { CompiledNet, NotCompilableError, boundsModel, type AttackLoss } from '.
 import { BOUNDS_EPS, BOUNDS_SPEC } from './compile/bounds.js';
 import { loadModel } from '../onnx/model.js';
 import type { EngineInfo } from './select.js';
+import { boxOf, stepInPlace } from './step.js';
 
 export type { AttackLoss } from './compile/compile.js';
 
@@ -129,7 +130,7 @@ export class Net {
       return {
         logits: (x, n) => this.guard(() => f.logits(x, n), () => this.tfFrozen(overrides).logits(x, n)),
         lossGrad: (x, n, l) => this.guard(() => f.lossGrad(x, n, l), () => this.tfFrozen(overrides).lossGrad(x, n, l)),
-        pgdStep: (xa, x, n, t, a, e, norm) => f.pgdStep(xa, x, n, t, a, e, norm),
+        pgdStep: (xa, x, n, t, a, e, norm) => this.guard(() => f.pgdStep(xa, x, n, t, a, e, norm), () => this.tfFrozen(overrides).pgdStep!(xa, x, n, t, a, e, norm)),
       };
     }
     return this.tfFrozen(overrides);
@@ -148,7 +149,7 @@ export class Net {
 
   private tfFrozen(overrides?: Map<string, tf.Tensor>): Frozen {
     const shapeOf = (n: number): number[] => [n, ...this.inputShape];
-    return {
+    const frozen: Frozen = {
       logits: (x, n) => tf.tidy(() => this.graph.forward(tf.tensor(x, shapeOf(n)), {}, overrides).outputs[0]!.dataSync() as Float32Array),
       lossGrad: (x, n, loss) => tf.tidy(() => {
         const xt = tf.tensor(x, shapeOf(n));
@@ -162,6 +163,14 @@ export class Net {
         return { grad: g.dataSync() as Float32Array, logits: logitsOut };
       }),
     };
+    // the fused step's contract, from the gradient of −Σ target·log softmax (cross-entropy for one-hot targets)
+    frozen.pgdStep = (xAdv, x, n, target, alpha, eps, norm) => {
+      const { grad, logits } = frozen.lossGrad(xAdv, n, { kind: 'kl', target });
+      const next = xAdv.slice();
+      stepInPlace(next, grad, x, n, { alpha, eps, norm }, norm === 'linf' ? boxOf(x, eps) : undefined);
+      return { next, logits };
+    };
+    return frozen;
   }
 
   dispose(): void {

@@ -162,6 +162,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
           seconds: sec, images_per_second: rate(n, sec),
         };
         for (let i = 0; i < n; i++) robust[i] &= alive[i]!;
+        report.engine = net.describe(); // (names the per-op fallback when the compiled engine gave up)
         attacked.push(`PGD-${c.steps}`);
         pgdAlive = alive;
         log(`PGD-${c.steps} accuracy ${(100 * acc).toFixed(2)}%`);
