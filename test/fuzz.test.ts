@@ -22,8 +22,9 @@ test('fuzz: every mutated file ends in a verdict or a one-line named error, with
   // the mix covers the categories of the issue, and the structural edits are mostly caught as named errors
   const cats = new Set(res.map((r) => r.category));
   for (const c of ['truncate', 'flip', 'unknown-op', 'cycle', 'dangling-input', 'wrong-dims', 'nan-weights', 'external-outside', 'huge-dims-no-data', 'pads']) assert.ok(cats.has(c), c);
+  // (`inspect` may also answer these with its verdict "supported NO: <the error>", exit 0)
   for (const c of ['huge-dims-no-data', 'pads', 'external-outside', 'cycle', 'unknown-op']) {
-    for (const r of res.filter((x) => x.category === c)) assert.equal(r.exit, 2, `${r.case} ${r.command}: ${r.stderr}`);
+    for (const r of res.filter((x) => x.category === c && x.command === 'check')) assert.equal(r.exit, 2, `${r.case} ${r.command}: ${r.stderr}`);
   }
   const pads = res.find((r) => r.category === 'pads' && r.command === 'check')!;
   assert.match(pads.stderr, /node .*would hold .* elements per example/);

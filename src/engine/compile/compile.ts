@@ -198,7 +198,7 @@ function cloneBuilder(src: GraphBuilder, prefix: string): GraphBuilder {
 }
 
 /** Shapes of every value of the forward model, read off one onnxruntime run on zeros. */
-function probeShapes(f: Forward, threads: number | undefined): Map<string, number[]> {
+function probeShapes(f: Forward, threads: number | undefined, dtypes?: Map<string, 'float32' | 'int64' | 'int32' | 'bool'>): Map<string, number[]> {
   const names: string[] = [];
   for (const n of f.fb.nodes) for (const o of n.output ?? []) if (o) names.push(o);
   const s = new SyncSession(withWeights(modelBytes(cloneBuilder(f.fb, 'probe'), names), f.baked, zerosFor(f.baked)), { threads, optimization: 'disabled' });
@@ -208,6 +208,8 @@ function probeShapes(f: Forward, threads: number | undefined): Map<string, numbe
   s.dispose();
   const shapes = new Map<string, number[]>();
   names.forEach((n, k) => shapes.set(n, r[k]!.shape));
+  // element types of the computed values (a saved comparison result is bool, an index int64)
+  if (dtypes) names.forEach((n, k) => { const d = r[k]!.data; dtypes.set(n, d instanceof Uint8Array ? 'bool' : d instanceof BigInt64Array ? 'int64' : d instanceof Int32Array ? 'int32' : 'float32'); });
   for (const i of f.fb.inputs) shapes.set(i.name, i.shape as number[]);
   for (const [n, c] of f.consts) shapes.set(n, c.shape);
   for (const [n, sh] of f.baked) shapes.set(n, sh);
@@ -477,7 +479,8 @@ export class CompiledNet {
     const gradParams = o.gradParams ? used.filter((n) => this.p.params.get(n)!.trainable) : [];
     const t: TrainTemplate = { f, fBytes: new Uint8Array(), forwardOutputs: [], bBaked: new Map(), dyName: 'grad/logits', saved: [], fromInputs: [], gradOutputs: [], gradX: o.gradX, gradParams };
     if (needGrad) {
-      const shapes = probeShapes(f, this.threads);
+      const dtypes = new Map<string, 'float32' | 'int64' | 'int32' | 'bool'>();
+      const shapes = probeShapes(f, this.threads, dtypes);
       const bb = new GraphBuilder(COMPILED_OPSET, 'bwd');
       bb.input(t.dyName, 'float32', shapes.get(f.logits)!);
       const inputLike = new Set([f.xName, ...f.extraInputs, ...f.paramInputs, ...f.dropMasks.map((d) => d.name)]);
@@ -494,7 +497,7 @@ export class CompiledNet {
           bb.input(v, 'float32', shapes.get(v)!);
           t.fromInputs.push(v);
         } else {
-          bb.input(v, v.endsWith('/argmax') ? 'int64' : 'float32', shapes.get(v)!);
+          bb.input(v, v.endsWith('/argmax') ? 'int64' : dtypes.get(v) ?? 'float32', shapes.get(v)!);
           t.saved.push(v);
         }
         return v;

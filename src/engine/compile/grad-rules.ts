@@ -36,6 +36,20 @@ export function gradRule(op: string): GradRule | undefined {
 export function hasGradRule(op: string): boolean {
   return RULES.has(op);
 }
+/** Ops through which no gradient flows, and why (their rule passes nothing back). */
+const NO_GRADIENT = new Map<string, string>();
+function noGradient(ops: string[], reason: string): void {
+  for (const op of ops) {
+    NO_GRADIENT.set(op, reason);
+    rule(op, () => []);
+  }
+}
+/** How the compiled engine differentiates `op`: a rule, no gradient (with the reason), or not at all. */
+export function gradStatus(op: string): { kind: 'rule' } | { kind: 'none'; reason: string } | undefined {
+  const none = NO_GRADIENT.get(op);
+  if (none) return { kind: 'none', reason: none };
+  return RULES.has(op) ? { kind: 'rule' } : undefined;
+}
 
 const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
 
@@ -552,7 +566,33 @@ rule('Slice', (g) => {
     if (!full) throw new Error('Slice with step −1 over part of an axis has no gradient rule');
     return [g.b.op('Slice', [dy0(g), g.b.constI64(axes.map(() => -1)), g.b.constI64(axes.map(() => -(2 ** 31))), g.b.constI64(axes), g.b.constI64(axes.map(() => -1))])];
   }
-  if (steps.some((s) => s !== 1)) throw new Error('Slice with steps ≠ 1 has no gradient rule');
+  if (steps.some((s) => s < 0)) throw new Error('Slice with a negative step over part of an axis has no gradient rule');
+  if (steps.some((s) => s > 1)) {
+    // strided (e.g. x[:, 0::2], as Swin's patch merging): per strided axis, the m kept positions s, s+t, …
+    // get their gradient, the t−1 between them zeros: [.., m, ..] → [.., m, 1, ..] padded to [.., m, t, ..],
+    // flattened to m·t and shifted to start at s (cropped or padded to the axis' size)
+    let d = dy0(g);
+    let shape = g.outShape(0).slice();
+    axes.forEach((a0, k) => {
+      const a = a0 < 0 ? a0 + r : a0;
+      const dim = xs[a]!;
+      const t = steps[k]!;
+      const st = Math.min(Math.max(starts[k]! < 0 ? starts[k]! + dim : starts[k]!, 0), dim);
+      const m = shape[a]!;
+      if (t > 1) {
+        d = g.b.reshape(d, [...shape.slice(0, a + 1), 1, ...shape.slice(a + 1)]);
+        const p = new Array<number>(2 * (r + 1)).fill(0);
+        p[a + 1 + r + 1] = t - 1;
+        d = g.b.reshape(g.b.op('Pad', [d, g.b.constI64(p)]), [...shape.slice(0, a), m * t, ...shape.slice(a + 1)]);
+      }
+      const p2 = new Array<number>(2 * r).fill(0);
+      p2[a] = st;
+      p2[a + r] = dim - st - m * Math.max(t, 1);
+      d = g.b.op('Pad', [d, g.b.constI64(p2)]);
+      shape = shape.map((v, i) => (i === a ? dim : v));
+    });
+    return [d];
+  }
   const pads = new Array<number>(2 * r).fill(0);
   axes.forEach((a0, k) => {
     const a = a0 < 0 ? a0 + r : a0;
@@ -602,6 +642,175 @@ rule('DepthToSpace', (g) => {
   const crd = g.a.string('mode', 'DCR') === 'CRD';
   return [g.b.reshape(g.b.op('Transpose', [d6], { perm: crd ? [0, 1, 3, 5, 2, 4] : [0, 3, 5, 1, 2, 4] }), [n, ch, h, w])];
 });
-// comparisons and signs are piecewise constant: no gradient reaches their inputs
-rule(['Greater', 'Less', 'Equal', 'GreaterOrEqual', 'LessOrEqual', 'Sign', 'Not', 'And', 'Or'], () => []);
+noGradient(['Greater', 'Less', 'Equal', 'GreaterOrEqual', 'LessOrEqual', 'Sign', 'Not', 'And', 'Or', 'Xor'], 'boolean or piecewise-constant output');
 rule('Expand', (g) => [reduceTo(g.b, dy0(g), g.outShape(0), g.inShape(0)), undefined]);
+
+// ---- activations without a saved-output shortcut -------------------------------------------------
+rule('Selu', (g) => {
+  const alpha = g.a.float('alpha', 1.67326319217681884765625);
+  const gamma = g.a.float('gamma', 1.05070102214813232421875);
+  // x > 0: γ; x ≤ 0: y + γα (y = γα(eˣ − 1))
+  const neg = g.b.op('Add', [g.y(0), g.b.scalarF(gamma * alpha)]);
+  return [g.b.op('Mul', [dy0(g), g.b.op('Where', [g.b.op('Greater', [g.x(0), zero(g)]), g.b.scalarF(gamma), neg])])];
+});
+rule('Celu', (g) => {
+  const alpha = g.a.float('alpha', 1);
+  // x > 0: 1; x ≤ 0: exp(x/α)
+  const neg = g.b.op('Exp', [g.b.op('Div', [g.x(0), g.b.scalarF(alpha)])]);
+  return [g.b.op('Mul', [dy0(g), g.b.op('Where', [g.b.op('Greater', [g.x(0), zero(g)]), g.b.scalarF(1), neg])])];
+});
+rule('ThresholdedRelu', (g) => {
+  const alpha = g.a.float('alpha', 1);
+  return [g.b.op('Where', [g.b.op('Greater', [g.x(0), g.b.scalarF(alpha)]), dy0(g), zero(g)])];
+});
+rule('Softsign', (g) => {
+  const d = g.b.op('Add', [g.b.scalarF(1), g.b.op('Abs', [g.x(0)])]);
+  return [g.b.op('Div', [dy0(g), g.b.op('Mul', [d, d])])];
+});
+rule('HardSwish', (g) => {
+  // y = x·clip(x/6 + ½, 0, 1): 0 below −3, 1 above 3, x/3 + ½ between (PyTorch's hardswish_backward)
+  const x = g.x(0);
+  const mid = g.b.op('Add', [g.b.op('Div', [x, g.b.scalarF(3)]), g.b.scalarF(0.5)]);
+  const slope = g.b.op('Where', [g.b.op('Less', [x, g.b.scalarF(-3)]), zero(g), g.b.op('Where', [g.b.op('Greater', [x, g.b.scalarF(3)]), g.b.scalarF(1), mid])]);
+  return [g.b.op('Mul', [dy0(g), slope])];
+});
+rule('Sin', (g) => [g.b.op('Mul', [dy0(g), g.b.op('Cos', [g.x(0)])])]);
+rule('Cos', (g) => [g.b.op('Neg', [g.b.op('Mul', [dy0(g), g.b.op('Sin', [g.x(0)])])])]);
+
+// ---- selection ------------------------------------------------------------------------------------
+rule('Where', (g) => {
+  const out = g.outShape(0);
+  const dy = dy0(g);
+  const cond = g.x(0);
+  return [
+    undefined,
+    g.need(1) ? reduceTo(g.b, g.b.op('Where', [cond, dy, zero(g)]), out, g.inShape(1)) : undefined,
+    g.need(2) ? reduceTo(g.b, g.b.op('Where', [cond, zero(g), dy]), out, g.inShape(2)) : undefined,
+  ];
+});
+rule(['Max', 'Min'], (g) => {
+  // the gradient goes to the first input equal to the result (on ties, as the pairwise maximum/minimum that
+  // the converter computes: tfjs passes it to the left operand)
+  const out = g.outShape(0);
+  let taken: string | undefined;
+  return g.node.inputs.map((_, i) => {
+    const eq = g.b.op('Equal', [g.x(i), g.y(0)]);
+    const mine = taken ? g.b.op('And', [eq, g.b.op('Not', [taken])]) : eq;
+    taken = taken ? g.b.op('Or', [taken, eq]) : eq;
+    return g.need(i) ? reduceTo(g.b, g.b.op('Where', [mine, dy0(g), zero(g)]), out, g.inShape(i)) : undefined;
+  });
+});
+rule('Gather', (g) => {
+  // constant indices (the class token x[:, 0], a patch or position lookup): a one-hot matrix E
+  // [indices, dim] moves the gradient back, dx = Eᵀ·dy over the gathered axis
+  const xs = g.inShape(0);
+  const r = xs.length;
+  const axis = (g.a.int('axis', 0) + r) % r;
+  const dim = xs[axis]!;
+  const idx = g.ints(1).map((v) => (v < 0 ? v + dim : v));
+  const pre = xs.slice(0, axis).reduce((p, d) => p * d, 1);
+  const post = xs.slice(axis + 1).reduce((p, d) => p * d, 1);
+  const onehotT = new Float32Array(dim * idx.length);
+  idx.forEach((k, j) => (onehotT[k * idx.length + j] = 1));
+  const dy3 = g.b.reshape(dy0(g), [pre, idx.length, post]);
+  const dx3 = g.b.op('MatMul', [g.b.constF(onehotT, [dim, idx.length]), dy3]);
+  return [g.b.reshape(dx3, xs), undefined];
+});
+rule('GatherElements', (g) => {
+  const xs = g.inShape(0);
+  const axis = (g.a.int('axis', 0) + xs.length) % xs.length;
+  const zeros = g.b.op('ConstantOfShape', [g.b.constI64(xs)]);
+  return [g.b.op('ScatterElements', [zeros, g.x(1), dy0(g)], { axis, reduction: 'add' }), undefined];
+});
+rule('Tile', (g) => {
+  // dy viewed as [r0, d0, r1, d1, …]: sum over the repeats
+  const xs = g.inShape(0);
+  const reps = g.ints(1);
+  const dy = g.b.reshape(dy0(g), xs.flatMap((d, i) => [reps[i]!, d]));
+  return [g.b.reshape(g.b.reduce('ReduceSum', dy, xs.map((_, i) => 2 * i), false), xs), undefined];
+});
+rule('SpaceToDepth', (g) => {
+  // inverse of the forward [n,c,h/s,s,w/s,s] → [n,s,s,c,h/s,w/s] transpose
+  const [n, c, h, w] = g.inShape(0) as [number, number, number, number];
+  const s = g.a.int('blocksize', 1);
+  const d6 = g.b.reshape(dy0(g), [n, s, s, c, h / s, w / s]);
+  return [g.b.reshape(g.b.op('Transpose', [d6], { perm: [0, 3, 4, 1, 5, 2] }), [n, c, h, w])];
+});
+
+// ---- normalisation ---------------------------------------------------------------------------------
+/**
+ * Gradient of y = x̂·scale + bias with x̂ = (x − mean)/sqrt(var + ε) over `axes` (LayerNormalization:
+ * the trailing axes; InstanceNormalization: the spatial axes per example and channel). `scaleShape` is
+ * how scale and bias broadcast against x; their gradients sum over the other axes.
+ */
+function normGrad(g: GradCtx, axes: number[], eps: number, scaleShape: number[]): (string | undefined)[] {
+  const xs = g.inShape(0);
+  const x = g.x(0);
+  const n = axes.reduce((p, a) => p * xs[a]!, 1);
+  const mean = g.b.reduce('ReduceMean', x, axes, true);
+  const xc = g.b.op('Sub', [x, mean]);
+  const invStd = g.b.op('Reciprocal', [g.b.op('Sqrt', [g.b.op('Add', [g.b.reduce('ReduceMean', g.b.op('Mul', [xc, xc]), axes, true), g.b.scalarF(eps)])])]);
+  const xhat = g.b.op('Mul', [xc, invStd]);
+  const dy = dy0(g);
+  const scale = g.b.reshape(g.x(1), scaleShape);
+  let dx: string | undefined;
+  if (g.need(0)) {
+    // dx = invStd·(d − mean(d) − x̂·mean(d·x̂)), d = dy·scale
+    const d = g.b.op('Mul', [dy, scale]);
+    const m1 = g.b.op('Div', [g.b.reduce('ReduceSum', d, axes, true), g.b.scalarF(n)]);
+    const m2 = g.b.op('Div', [g.b.reduce('ReduceSum', g.b.op('Mul', [d, xhat]), axes, true), g.b.scalarF(n)]);
+    dx = g.b.op('Mul', [invStd, g.b.op('Sub', [g.b.op('Sub', [d, m1]), g.b.op('Mul', [xhat, m2])])]);
+  }
+  const others = xs.map((_, i) => i).filter((i) => scaleShape[i] === 1);
+  const toParam = (t: string, i: number): string => g.b.reshape(g.b.reduce('ReduceSum', t, others, true), g.inShape(i));
+  return [
+    dx,
+    g.need(1) ? toParam(g.b.op('Mul', [dy, xhat]), 1) : undefined,
+    g.has(2) && g.need(2) ? toParam(dy, 2) : undefined,
+  ];
+}
+rule('LayerNormalization', (g) => {
+  const xs = g.inShape(0);
+  const axis = (g.a.int('axis', -1) + xs.length) % xs.length;
+  if (g.dy(1) !== undefined || g.dy(2) !== undefined) throw new Error('LayerNormalization with a differentiated mean or inverse-std output has no gradient rule');
+  const axes = range(axis, xs.length);
+  return normGrad(g, axes, g.a.float('epsilon', 1e-5), xs.map((d, i) => (i >= axis ? d : 1)));
+});
+rule('InstanceNormalization', (g) => {
+  const xs = g.inShape(0);
+  return normGrad(g, range(2, xs.length), g.a.float('epsilon', 1e-5), xs.map((d, i) => (i === 1 ? d : 1)));
+});
+
+// ---- reductions -----------------------------------------------------------------------------------
+/** dy of a reduction, reshaped to keep its reduced axes (size 1) so that it broadcasts against x. */
+function keptDy(g: GradCtx, axes: number[]): { dy: string; y: string } {
+  const xs = g.inShape(0);
+  const kept = xs.map((v, i) => (axes.includes(i) ? 1 : v));
+  const keep = g.a.int('keepdims', 1) === 1;
+  return { dy: keep ? dy0(g) : g.b.reshape(dy0(g), kept), y: keep ? g.y(0) : g.b.reshape(g.y(0), kept) };
+}
+const reduceRule = (local: (g: GradCtx, x: string, y: string) => string) => (g: GradCtx): (string | undefined)[] => {
+  const axes = axesOf(g, g.inShape(0).length);
+  const { dy, y } = keptDy(g, axes);
+  return [g.b.op('Mul', [dy, local(g, g.x(0), y)]), undefined];
+};
+// the extremum's gradient goes to the elements equal to it (to each of them on ties, as tfjs)
+rule(['ReduceMax', 'ReduceMin'], reduceRule((g, x, y) => g.b.op('Cast', [g.b.op('Equal', [x, y])], { to: 1 })));
+rule('ReduceL1', reduceRule((g, x) => g.b.op('Sign', [x])));
+rule('ReduceL2', reduceRule((g, x, y) => g.b.op('Div', [x, y])));
+rule('ReduceSumSquare', reduceRule((g, x) => g.b.op('Mul', [x, g.b.scalarF(2)])));
+rule('ReduceLogSumExp', reduceRule((g, x, y) => g.b.op('Exp', [g.b.op('Sub', [x, y])])));
+rule('ReduceLogSum', reduceRule((g, x, y) => g.b.op('Expand', [g.b.op('Exp', [g.b.op('Neg', [y])]), g.b.op('Shape', [x])])));
+rule('ReduceProd', reduceRule((g, x, y) => g.b.op('Div', [y, x])));
+
+rule('Mod', (g) => {
+  // a − b·q with q = floor(a/b) (fmod 0) or trunc(a/b) (fmod 1): ∂/∂a = 1, ∂/∂b = −q
+  const q0 = g.b.op('Div', [g.x(0), g.x(1)]);
+  const q = g.a.int('fmod', 0) ? g.b.op('Mul', [g.b.op('Sign', [q0]), g.b.op('Floor', [g.b.op('Abs', [q0])])]) : g.b.op('Floor', [q0]);
+  return binary(g, () => dy0(g), () => g.b.op('Neg', [g.b.op('Mul', [dy0(g), q])]));
+});
+
+// ---- no gradient: integer or piecewise-constant outputs, or no data input ----------------------------
+noGradient(['ArgMax', 'ArgMin', 'Ceil', 'Floor', 'Round', 'Hardmax'], 'piecewise-constant output (zero gradient almost everywhere)');
+noGradient(['Shape', 'Size'], 'reads only the shape of its input');
+noGradient(['Constant', 'ConstantOfShape', 'Range'], 'no data input (constant output)');

@@ -54,6 +54,35 @@ binary('And', (a, b) => tf.logicalAnd(tf.cast(a, 'bool'), tf.cast(b, 'bool')), (
 binary('Or', (a, b) => tf.logicalOr(tf.cast(a, 'bool'), tf.cast(b, 'bool')), (x, y) => !!x || !!y, undefined, true);
 binary('Xor', (a, b) => tf.logicalXor(tf.cast(a, 'bool'), tf.cast(b, 'bool')), (x, y) => !!x !== !!y, undefined, true);
 
+// Mod: fmod 0 takes the divisor's sign (Python's %, integers), fmod 1 the dividend's (C fmod)
+defineOp('Mod', {
+  unsupported: (_n, opset) => (opset < 10 ? 'Mod before opset 10' : undefined),
+  run(c) {
+    const fmod = c.a.int('fmod', 0) === 1;
+    if (c.allHost()) {
+      const a = c.h(0);
+      const b = c.h(1);
+      const num = (x: number, y: number): number => {
+        const r = x % y;
+        return !fmod && r !== 0 && r < 0 !== y < 0 ? r + y : r;
+      };
+      const big = (x: bigint, y: bigint): bigint => {
+        const r = x % y;
+        return !fmod && r !== 0n && r < 0n !== y < 0n ? r + y : r;
+      };
+      return [hostBinary(a, b, num, big, undefined, `${c.node.label}: `)];
+    }
+    const [a, b] = pair(c);
+    c.checkOutput(broadcastShapes(a.shape, b.shape, `${c.node.label}: `));
+    if (!fmod) return [tf.mod(a, b)];
+    const af = a.dtype === 'float32' ? a : tf.cast(a, 'float32');
+    const bf = b.dtype === 'float32' ? b : tf.cast(b, 'float32');
+    const q = tf.div(af, bf);
+    const r = tf.sub(af, tf.mul(bf, tf.mul(tf.sign(q), tf.floor(tf.abs(q)))));
+    return [a.dtype === 'float32' ? r : tf.cast(r, a.dtype)];
+  },
+});
+
 defineOp('Pow', {
   run(c) {
     if (c.allHost()) return [hostBinary(c.h(0), c.h(1), (x, y) => x ** y, undefined, c.h(0).dtype)];
