@@ -1,9 +1,40 @@
 import type { CommandModule } from 'yargs';
 import { loadModel } from '../onnx/model.js';
 import { summarize } from '../graph/analyze.js';
+import { supportedOpTypes } from '../graph/ops/index.js';
+import { gradStatus } from '../engine/compile/grad-rules.js';
+import { boundSupport } from '../engine/compile/bounds.js';
+import { QUANTIZED_OPS } from '../quant/qdq.js';
 import { fmtInt, parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
 
 interface Args { model: string; json: boolean; 'input-shape'?: string[] }
+
+/** What onnx-hydra can do with each operator type of a model. */
+export interface OpCapability {
+  op: string;
+  nodes: number;
+  /** the converter implements it (attribute-specific limits show in `supported` above) */
+  converts: boolean;
+  /** the compiled engine differentiates it: 'rule', 'no gradient (<why>)', or 'per-op tfjs fallback' */
+  gradient: string;
+  ibp: boolean;
+  crown: boolean;
+  /** its weights become int8 in a QDQ export */
+  int8_weights: boolean;
+}
+
+export function capabilities(histogram: Record<string, number>): OpCapability[] {
+  const converts = new Set(supportedOpTypes());
+  return Object.entries(histogram).sort((a, b) => b[1] - a[1]).map(([op, nodes]) => {
+    const g = gradStatus(op);
+    const b = boundSupport(op);
+    return {
+      op, nodes, converts: converts.has(op),
+      gradient: !g ? 'per-op tfjs fallback' : g.kind === 'rule' ? 'rule' : `no gradient (${g.reason})`,
+      ibp: b.ibp, crown: b.crown, int8_weights: QUANTIZED_OPS.includes(op),
+    };
+  });
+}
 
 export const inspectCommand: CommandModule<object, Args> = {
   command: 'inspect <model>',
@@ -12,7 +43,8 @@ export const inspectCommand: CommandModule<object, Args> = {
   handler: (args) => {
     const model = loadModel(args.model);
     const s = summarize(model, { inputShapes: parseInputShapes(args['input-shape'], undefined) });
-    if (args.json) return printJson(s);
+    const ops = capabilities(s.op_histogram);
+    if (args.json) return printJson({ ...s, operators: ops });
     const shape = (d: (number | string)[]) => `[${d.join(',')}]`;
     const lines: string[] = [];
     lines.push(`model     ${args.model}  (${fmtInt(s.bytes)} bytes, sha256 ${s.sha256.slice(0, 16)}…)`);
@@ -34,6 +66,9 @@ export const inspectCommand: CommandModule<object, Args> = {
         ['all', '', '', fmtInt(s.parameters.prunable), fmtInt(s.parameters.prunable_zeros), pct(s.global_sparsity, 2)],
       ]));
     } else lines.push('prunable  none (no Conv/Gemm/MatMul weights among the initializers)');
+    const yes = (v: boolean): string => (v ? 'yes' : '-');
+    lines.push('', 'operators (converts: tfjs graph; gradient: the compiled training engine; IBP/CROWN: bound rules; int8: QDQ weights)');
+    lines.push(table(['op', 'nodes', 'converts', 'gradient', 'IBP', 'CROWN', 'int8'], ops.map((o) => [o.op, o.nodes, yes(o.converts), o.gradient, yes(o.ibp), yes(o.crown), yes(o.int8_weights)])));
     process.stdout.write(`${lines.join('\n')}\n`);
   },
 };

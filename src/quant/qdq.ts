@@ -21,6 +21,9 @@ export interface QuantizeReport {
   activations: { name: string; min: number; max: number; scale: number; zero_point: number }[];
 }
 
+/** ops whose weights the int8 export quantizes (per output channel); everything else computes in float between Q/DQ pairs */
+export const QUANTIZED_OPS = ['Conv', 'Gemm', 'MatMul'];
+
 interface Target { node: NodeProto; weightInput: number; axis: number; act: string }
 
 function targets(model: OnnxModel): Target[] {

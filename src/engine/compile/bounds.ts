@@ -26,6 +26,14 @@ const MONOTONE = new Set([
   'Gather', 'MaxPool', 'GlobalMaxPool', 'AveragePool', 'GlobalAveragePool', 'ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin',
   'Relu', 'Sigmoid', 'Tanh', 'Elu', 'Softplus', 'Erf', 'Exp', 'Clip', 'Sqrt', 'Log', 'Dropout', 'Max', 'Min', 'Celu', 'Selu',
 ]);
+/** ops with their own interval rule in emitBounds (besides MONOTONE); keep in step with its switch */
+const IBP_RULES = new Set(['LeakyRelu', 'HardSigmoid', 'Neg', 'Add', 'Sub', 'Mul', 'Div', 'Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'BatchNormalization']);
+
+/** Whether interval (IBP) and CROWN bounds go through `op` (attribute- and input-dependent limits aside). */
+export function boundSupport(op: string): { ibp: boolean; crown: boolean } {
+  return { ibp: MONOTONE.has(op) || IBP_RULES.has(op), crown: op === 'Relu' || LINEAR.has(op) || AFFINE.has(op) };
+}
+
 /** for these only input 0 carries data; the others must be constants */
 const DATA_INPUT_0 = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Slice', 'Expand', 'Tile', 'Pad', 'Gather', 'ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin', 'Clip', 'Split']);
 

@@ -737,6 +737,14 @@ rule('SpaceToDepth', (g) => {
   return [g.b.reshape(g.b.op('Transpose', [d6], { perm: [0, 3, 4, 1, 5, 2] }), [n, c, h, w])];
 });
 
+rule('ScatterND', (g) => {
+  // data: dy where nothing was written (reduction none), all of dy (add); updates: dy at the written slices
+  const add = g.a.string('reduction', 'none') === 'add';
+  const dy = dy0(g);
+  const dData = !g.need(0) ? undefined : add ? dy : g.b.op('ScatterND', [dy, g.x(1), g.b.op('ConstantOfShape', [g.b.constI64(g.inShape(2))])]);
+  return [dData, undefined, g.need(2) ? g.b.op('GatherND', [dy, g.x(1)]) : undefined];
+});
+
 // ---- normalisation ---------------------------------------------------------------------------------
 /**
  * Gradient of y = x̂·scale + bias with x̂ = (x − mean)/sqrt(var + ε) over `axes` (LayerNormalization:

@@ -100,6 +100,58 @@ defineOp('GatherElements', {
   },
 });
 
+// ScatterND (Swin's attention-mask construction, and index updates in general): data with the slices that
+// `indices` ([..., k]) address replaced by (or, reduction 'add', increased by) `updates`
+defineOp('ScatterND', {
+  unsupported(n) {
+    const r = new Attrs(n).string('reduction', 'none');
+    return r === 'none' || r === 'add' ? undefined : `reduction '${r}'`;
+  },
+  run(c) {
+    const xs = c.shape(0);
+    const idx = c.h(1);
+    const k = idx.shape[idx.shape.length - 1] ?? 0;
+    if (k < 1 || k > xs.length) c.fail(`indices of shape [${idx.shape}] do not address data of rank ${xs.length}`);
+    const count = idx.shape.slice(0, -1).reduce((p, d) => p * d, 1);
+    const slice = xs.slice(k).reduce((p, d) => p * d, 1);
+    const want = [...idx.shape.slice(0, -1), ...xs.slice(k)];
+    if (c.shape(2).join() !== want.join()) c.fail(`updates have shape [${c.shape(2)}], indices and data need [${want}]`);
+    const strides: number[] = [];
+    let acc = slice;
+    for (let d = k - 1; d >= 0; d--) { strides[d] = acc; acc *= xs[d]!; }
+    const pos = new Int32Array(count * slice);
+    for (let i = 0; i < count; i++) {
+      let base = 0;
+      for (let d = 0; d < k; d++) {
+        let v = numberAt(idx, i * k + d);
+        if (v < 0) v += xs[d]!;
+        if (v < 0 || v >= xs[d]!) c.fail(`index ${numberAt(idx, i * k + d)} is out of range for axis ${d} of size ${xs[d]}`);
+        base += v * strides[d]!;
+      }
+      for (let s2 = 0; s2 < slice; s2++) pos[i * slice + s2] = base + s2;
+    }
+    const add = c.a.string('reduction', 'none') === 'add';
+    if (c.isHost(0) && c.isHost(2)) {
+      const x = c.h(0);
+      const u = c.h(2);
+      const data = x.data.slice() as typeof x.data;
+      for (let j = 0; j < pos.length; j++) {
+        const v = u.data[j] as number & bigint;
+        (data as unknown as (number | bigint)[])[pos[j]!] = add ? (data[pos[j]!] as number & bigint) + v : v;
+      }
+      return [{ dtype: x.dtype, shape: x.shape.slice(), data }];
+    }
+    const n = xs.reduce((p, d) => p * d, 1);
+    const x = tf.reshape(c.t(0), [n]);
+    const u = tf.reshape(c.t(2), [pos.length]);
+    const at = tf.tensor(pos, [pos.length, 1], 'int32');
+    const scattered = tf.scatterND(at, u, [n]);
+    if (add) return [tf.reshape(tf.add(x, scattered), xs)];
+    const hit = tf.minimum(tf.scatterND(at, tf.onesLike(u), [n]), 1);
+    return [tf.reshape(tf.add(tf.mul(x, tf.sub(1, hit)), scattered), xs)];
+  },
+});
+
 function unsqueezeShape(c: OpCtx, shape: number[], axes: number[]): number[] {
   const r = shape.length + axes.length;
   const norm = axes.map((a) => c.axis(a, r)).sort((a, b) => a - b);
