@@ -62,6 +62,10 @@ const CASES: Case[] = [
   conv('Conv auto_pad SAME_LOWER', [2, 2, 6, 6], [3, 2, 4, 4], { auto_pad: 'SAME_LOWER' }),
   conv('Conv 5x5 stride 3', [2, 1, 14, 14], [2, 1, 5, 5], { strides: [3, 3], pads: [1, 1, 1, 1] }),
   conv('Conv 1x1', [2, 5, 4, 4], [3, 5, 1, 1], {}),
+  // MobileNetV2's last blocks at 32×32 inputs: a 3×3 depthwise convolution on a 1×1 (and 2×2) map, all but the centre tap in the padding
+  conv('Conv depthwise 3x3 pad 1 on a 1x1 map', [3, 4, 1, 1], [4, 1, 3, 3], { group: 4, pads: [1, 1, 1, 1] }),
+  conv('Conv depthwise 3x3 pad 1 on a 2x2 map', [3, 4, 2, 2], [4, 1, 3, 3], { group: 4, pads: [1, 1, 1, 1] }),
+  conv('Conv 3x3 pad 1 on a 1x1 map', [3, 4, 1, 1], [2, 4, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('Conv 1-D stride 2', [2, 3, 12], [4, 3, 3], { strides: [2], pads: [1, 1] }),
   conv('ConvTranspose stride 2 pad 1 output_padding 1', [2, 3, 5, 5], [3, 2, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 1] }, true, 'ConvTranspose'),
   conv('ConvTranspose stride 2 output_padding 1 beyond the full size', [2, 3, 4, 4], [3, 2, 1, 1], { strides: [2, 2], output_padding: [1, 1] }, true, 'ConvTranspose'),
@@ -180,6 +184,16 @@ const CASES: Case[] = [
     name: 'InstanceNormalization after a Conv', x: [2, 3, 5, 5],
     nodes: [node('Conv', ['x', 'w'], ['c'], { pads: [1, 1, 1, 1] }), node('InstanceNormalization', ['c', 'is', 'ib'], ['y'], { epsilon: 1e-5 })],
     weights: { w: [4, 3, 3, 3], is: [4], ib: [4] },
+  },
+  {
+    name: 'MobileNetV2 inverted residual on a 1x1 map, BatchNormalization in training mode, ReLU6 as Clip', x: [8, 4, 1, 1], training: true,
+    nodes: [
+      node('Conv', ['x', 'w1'], ['c1']), node('BatchNormalization', ['c1', 's1', 'b1', 'm1', 'v1'], ['n1'], { epsilon: 1e-5, momentum: 0.9 }), node('Clip', ['n1', 'lo', 'hi'], ['r1']),
+      node('Conv', ['r1', 'w2'], ['c2'], { group: 6, pads: [1, 1, 1, 1] }), node('BatchNormalization', ['c2', 's2', 'b2', 'm2', 'v2'], ['n2'], { epsilon: 1e-5, momentum: 0.9 }), node('Clip', ['n2', 'lo', 'hi'], ['r2']),
+      node('Conv', ['r2', 'w3'], ['c3']), node('BatchNormalization', ['c3', 's3', 'b3', 'm3', 'v3'], ['y'], { epsilon: 1e-5, momentum: 0.9 }),
+    ],
+    weights: { w1: [6, 4, 1, 1], s1: [6], b1: [6], m1: [6], v1: [6], w2: [6, 1, 3, 3], s2: [6], b2: [6], m2: [6], v2: [6], w3: [3, 6, 1, 1], s3: [3], b3: [3], m3: [3], v3: [3] },
+    consts: { lo: [[], [0]], hi: [[], [6]] },
   },
   {
     name: 'Mod (fmod 1) of a linear map', x: [3, 5],
