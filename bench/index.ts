@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { tf } from '../src/engine/tf.js';
+import { tf } from '../src/tfjs/tf.js';
 import { selectEngine, type BackendChoice } from '../src/engine/select.js';
 import { Net } from '../src/engine/net.js';
 import { loadModel } from '../src/onnx/model.js';

@@ -2,7 +2,7 @@
 // compiled onnxruntime engine and on per-op tfjs, tight at ε = 0, and differentiable.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { tf } from '../src/engine/tf.js';
+import { tf } from '../src/tfjs/tf.js';
 import { selectEngine } from '../src/engine/select.js';
 import { loadModel } from '../src/onnx/model.js';
 import { TfGraph } from '../src/graph/graph.js';

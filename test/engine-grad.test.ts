@@ -3,7 +3,7 @@
 // change a kernel's backward pass. Relative error: max |ours − tfjs| / max |tfjs| ≤ 1e-4.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { tf } from '../src/engine/tf.js';
+import { tf } from '../src/tfjs/tf.js';
 import { selectEngine } from '../src/engine/select.js';
 import { loadModel } from '../src/onnx/model.js';
 import { TfGraph } from '../src/graph/graph.js';

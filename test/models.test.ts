@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { test } from 'node:test';
-import { tf } from '../src/engine/tf.js';
+import { tf } from '../src/tfjs/tf.js';
 import { loadModel } from '../src/onnx/model.js';
 import { TfGraph } from '../src/graph/graph.js';
 import { checkModel } from '../src/verify/equivalence.js';

@@ -7,7 +7,7 @@ import { loadModel, saveModel, encodeModel } from '../src/onnx/model.js';
 import { onnx } from '../src/onnx/proto.js';
 import { decodeTensor, encodeTensor, floatToHalf, halfToFloat, hostTensor } from '../src/onnx/tensor.js';
 import { TfGraph } from '../src/graph/graph.js';
-import { tf } from '../src/engine/tf.js';
+import { tf } from '../src/tfjs/tf.js';
 import { buildModel, encode, floatInit, node } from './helpers/build-model.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hydra-io-'));

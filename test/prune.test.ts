@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { tf } from '../src/engine/tf.js';
+import { tf } from '../src/tfjs/tf.js';
 import { selectEngine } from '../src/engine/select.js';
 import { loadModel, saveModel } from '../src/onnx/model.js';
 import { TfGraph } from '../src/graph/graph.js';

@@ -13,7 +13,7 @@ import type { TrainConfig } from '../train/trainer.js';
 import { METHODS, pruneNet, type PruneMethod } from '../prune/prune.js';
 import { sparsityOf } from '../prune/masks.js';
 import { calibrationSet, quantizeInt8 } from '../quant/qdq.js';
-import { toSparseInitializers } from '../onnx/sparse.js';
+import { toSparseIfLoadable } from '../runtime/ort.js';
 import { evaluateRobustness } from '../verify/robustness.js';
 import { compareWithOrt } from '../verify/equivalence.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -93,7 +93,7 @@ export const pruneCommand: CommandModule<object, Args> = {
     let sparseFormat = String(a['sparse-format']);
     let sparseNote: string | undefined;
     if (sparseFormat === 'sparse-initializer') {
-      const r = await toSparseInitializers(exportedModel, graph.prunableNames());
+      const r = await toSparseIfLoadable(exportedModel, graph.prunableNames());
       if (r.ok) exportedModel = r.model;
       else {
         sparseFormat = 'dense';

@@ -7,7 +7,7 @@ import type { CommandModule } from 'yargs';
 import { loadModel, saveModel } from '../onnx/model.js';
 import { calibrationSet, quantizeInt8 } from '../quant/qdq.js';
 import { withNormalization } from './options.js';
-import { toSparseInitializers } from '../onnx/sparse.js';
+import { toSparseIfLoadable } from '../runtime/ort.js';
 import { checkDataFitsModel, loadData } from '../data/index.js';
 import { OrtClassifier } from '../verify/classifier.js';
 import { realInputs, declaredShape, encodeModel } from '../onnx/model.js';
@@ -65,7 +65,7 @@ export const quantizeCommand: CommandModule<object, Args> = {
     let format = 'dense';
     if (a['sparse-format'] === 'sparse-initializer') {
       const names = q.report.weights.map((w) => `${w.name}/int8`);
-      const sp = await toSparseInitializers(qModel, names);
+      const sp = await toSparseIfLoadable(qModel, names);
       if (sp.ok) (qModel = sp.model), (format = 'sparse-initializer');
       else process.stderr.write(`note: onnxruntime-node did not load sparse int8 initializers (${sp.why}); kept dense\n`);
     }

@@ -1,7 +1,7 @@
 // The network as objectives, attacks and trainers see it: differentiable logits (tf), and fast helpers
 // for fixed weights that work on plain Float32Arrays. Runs on the compiled onnxruntime engine when it can,
 // else op by op on the tfjs backend.
-import { tf } from './tf.js';
+import { tf } from '../tfjs/tf.js';
 import { TfGraph } from '../graph/graph.js';
 import { CompiledNet, NotCompilableError, boundsModel, type AttackLoss } from './compile/compile.js';
 import { BOUNDS_EPS, BOUNDS_SPEC } from './compile/bounds.js';

@@ -2,7 +2,7 @@
 // onnxruntime path, else the pure-JS tfjs cpu backend.
 import { createRequire } from 'node:module';
 import os from 'node:os';
-import { tf, quietBackend } from './tf.js';
+import { tf, quietBackend } from '../tfjs/tf.js';
 import { syncOrtAvailable } from './ort-sync.js';
 import { UserError } from '../util/errors.js';
 

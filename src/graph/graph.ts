@@ -1,7 +1,7 @@
 // ONNX graph → trainable tfjs graph: preparation (support check, parameter discovery, constant folding)
 // and execution.
 import { densifySparse } from '../onnx/sparse.js';
-import { tf, ensureBackend } from '../engine/tf.js';
+import { tf, ensureBackend } from '../tfjs/tf.js';
 import { cloneModel, declaredElemType, declaredShape, realInputs, topoOrder, type Dim, type OnnxModel } from '../onnx/model.js';
 import { decodeTensor, dtypeFromCode, isFloat, overwriteTensorData, type DType, type HostTensor } from '../onnx/tensor.js';
 import { OnnxError, UnsupportedOpsError } from '../util/errors.js';

@@ -1,5 +1,5 @@
 // Runtime values of the converted graph: tfjs tensors for data, host tensors for shapes and small constants.
-import { tf } from '../engine/tf.js';
+import { tf } from '../tfjs/tf.js';
 import { allocate, isFloat, numberAt, numel, type DType, type HostTensor } from '../onnx/tensor.js';
 import { Attrs, type Node } from './ir.js';
 import { OnnxError, UnsupportedOpsError } from '../util/errors.js';

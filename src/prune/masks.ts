@@ -1,5 +1,5 @@
 // Masks for pruning: top-k by a score per layer or globally, the straight-through masked weight, sparsity.
-import { tf } from '../engine/tf.js';
+import { tf } from '../tfjs/tf.js';
 import { UserError } from '../util/errors.js';
 
 export type Allocation = 'layer' | 'global';

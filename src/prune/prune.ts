@@ -1,7 +1,7 @@
 // Robust pruning: HYDRA (Sehwag et al. 2020), Adv-LWM (robust magnitude pruning, Sehwag et al. 2019) and
 // Adv-ADMM (Ye et al. 2019), each followed by fine-tuning of the kept weights on the same objective.
 import path from 'node:path';
-import { tf } from '../engine/tf.js';
+import { tf } from '../tfjs/tf.js';
 import type { Net } from '../engine/net.js';
 import type { DataSplits } from '../data/index.js';
 import type { Objective } from '../train/objectives.js';

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import * as ort from 'onnxruntime-node';
 import { encodeModel, type OnnxModel } from '../onnx/model.js';
+import { toSparseInitializers } from '../onnx/sparse.js';
 import { UserError } from '../util/errors.js';
 import { floatToHalf, halfToFloat } from '../onnx/tensor.js';
 
@@ -86,4 +87,16 @@ export async function runSession(s: OrtSession, inputs: { data: Float32Array; sh
     else data = Float32Array.from(t.data as ArrayLike<number>, Number);
     return { data, shape: [...t.dims] };
   });
+}
+
+/** `model` with the named initializers stored sparsely, kept only when onnxruntime-node loads the result. */
+export async function toSparseIfLoadable(model: OnnxModel, names: string[]): Promise<{ ok: true; model: OnnxModel } | { ok: false; why: string }> {
+  const out = toSparseInitializers(model, names);
+  try {
+    const s = await createSession(out);
+    await s.session.release();
+  } catch (e) {
+    return { ok: false, why: (e as Error).message.split('\n')[0]! };
+  }
+  return { ok: true, model: out };
 }

@@ -1,6 +1,6 @@
 // Training objectives behind one interface. `prepare` runs outside the gradient tape (attacks, noise) and
 // returns the loss to differentiate.
-import { tf } from '../engine/tf.js';
+import { tf } from '../tfjs/tf.js';
 import type { Net } from '../engine/net.js';
 import { UserError } from '../util/errors.js';
 import { permutation, type Rng } from '../util/rng.js';

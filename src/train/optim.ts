@@ -1,7 +1,7 @@
 // Optimizers with PyTorch's semantics (weight decay added to the gradient before momentum), and
 // learning-rate schedules. Hand-written: tfjs optimizers have no weight decay and their state is not
 // easy to checkpoint; these are a few lines each.
-import { tf } from '../engine/tf.js';
+import { tf } from '../tfjs/tf.js';
 import { UserError } from '../util/errors.js';
 
 export interface OptimizerConfig {

@@ -1,6 +1,6 @@
 // The training loop: seeded shuffling and augmentation, schedules, checkpoints every epoch, resume,
 // progress, and a clean stop (last good checkpoint kept) when the loss stops being finite.
-import { tf } from '../engine/tf.js';
+import { tf } from '../tfjs/tf.js';
 import type { Net } from '../engine/net.js';
 import type { Dataset } from '../data/index.js';
 import { UserError } from '../util/errors.js';

@@ -1,6 +1,6 @@
 // `check`: does the tfjs graph compute what onnxruntime computes, before and after export?
 import seedrandom from 'seedrandom';
-import { tf } from '../engine/tf.js';
+import { tf } from '../tfjs/tf.js';
 import { TfGraph, type PrepareOptions } from '../graph/graph.js';
 import { isFloat } from '../onnx/tensor.js';
 import type { OnnxModel } from '../onnx/model.js';

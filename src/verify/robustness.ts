@@ -1,6 +1,6 @@
 // Empirical robustness: benign and PGD accuracy of a network (current or given weights) on a dataset.
 import type { Net } from '../engine/net.js';
-import type { tf } from '../engine/tf.js';
+import type { tf } from '../tfjs/tf.js';
 import type { Dataset } from '../data/index.js';
 import { pgdAttack, type PgdConfig } from '../train/attacks.js';
 import { makeRng } from '../util/rng.js';

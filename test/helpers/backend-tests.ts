@@ -1,7 +1,7 @@
 // Runs the official ONNX backend node tests (Debian package libonnx-testdata) through the tfjs graph.
 import fs from 'node:fs';
 import path from 'node:path';
-import { tf } from '../../src/engine/tf.js';
+import { tf } from '../../src/tfjs/tf.js';
 import { loadModel } from '../../src/onnx/model.js';
 import { onnx } from '../../src/onnx/proto.js';
 import { decodeTensor, isFloat, numberAt, type HostTensor } from '../../src/onnx/tensor.js';

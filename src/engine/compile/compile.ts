@@ -6,7 +6,7 @@
 //    logits and the input gradient of cross-entropy or KL loss, weights baked in so onnxruntime can
 //    pre-pack them.
 import seedrandom from 'seedrandom';
-import { tf } from '../tf.js';
+import { tf } from '../../tfjs/tf.js';
 import type { PreparedGraph } from '../../graph/graph.js';
 import { Attrs, parseNode, type Node } from '../../graph/ir.js';
 import { decodeTensor, numberAt, hostTensor, type HostTensor } from '../../onnx/tensor.js';

@@ -1,5 +1,5 @@
 // Elementwise and activation operators (numpy broadcasting, as ONNX defines it).
-import { tf } from '../../engine/tf.js';
+import { tf } from '../../tfjs/tf.js';
 import { allocate, isFloat, type HostTensor } from '../../onnx/tensor.js';
 import { broadcastIndex, broadcastShapes, hostBinary, hostUnary } from '../host.js';
 import type { OpCtx } from '../values.js';

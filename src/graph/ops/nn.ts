@@ -1,6 +1,6 @@
 // Layers: convolution, pooling, normalization, dense products, softmax, reductions.
-import { tf } from '../../engine/tf.js';
-import { nnOps, type Pads2D } from '../../engine/kernels.js';
+import { tf } from '../../tfjs/tf.js';
+import { nnOps, type Pads2D } from '../../tfjs/kernels.js';
 import type { Node } from '../ir.js';
 import { Attrs } from '../ir.js';
 import type { OpCtx } from '../values.js';

@@ -1,6 +1,6 @@
 // Shape and data-movement operators. When inputs are host tensors (constants, shape chains) they are
 // computed in JS, exactly; otherwise with tfjs ops (which carry gradients).
-import { tf } from '../../engine/tf.js';
+import { tf } from '../../tfjs/tf.js';
 import { dtypeFromCode, hostTensor, numberAt, numel, type DType, type HostTensor } from '../../onnx/tensor.js';
 import {
   broadcastIndex, broadcastShapes, hostCast, hostConcat, hostGather, hostReshape, hostTake, hostTranspose, scalarHost,
