@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import type { CommandModule } from 'yargs';
+import { pruneOptions } from '../options/commands.js';
 import { loadModel, saveModel } from '../onnx/model.js';
 import { TfGraph } from '../graph/graph.js';
 import { selectEngine, type BackendChoice } from '../engine/select.js';
@@ -10,7 +11,7 @@ import { Net } from '../engine/net.js';
 import { checkDataFitsModel, loadData } from '../data/index.js';
 import { makeObjective } from '../train/objectives.js';
 import type { TrainConfig } from '../train/trainer.js';
-import { METHODS, pruneNet, type PruneMethod } from '../prune/prune.js';
+import { pruneNet, type PruneMethod } from '../prune/prune.js';
 import { sparsityOf } from '../prune/masks.js';
 import { calibrationSet, quantizeInt8 } from '../quant/qdq.js';
 import { toSparseIfLoadable } from '../runtime/ort.js';
@@ -18,8 +19,8 @@ import { evaluateRobustness } from '../verify/robustness.js';
 import { compareWithOrt } from '../verify/equivalence.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
-import { parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
-import { derivedPath, epochPgdFromArgs, objectiveFromArgs, optimizerFromArgs, withBackend, withNormalization, withObjective, withTraining } from './options.js';
+import { parseInputShapes, pct, printJson, table } from './common.js';
+import { derivedPath, epochPgdFromArgs, objectiveFromArgs, optimizerFromArgs } from '../options/training.js';
 import { parseChannels, withInputNormalization } from '../onnx/normalize-input.js';
 
 type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
@@ -27,28 +28,7 @@ type Args = Record<string, unknown> & { model: string; json: boolean; out?: stri
 export const pruneCommand: CommandModule<object, Args> = {
   command: 'prune <model>',
   describe: 'prune a (robustly trained) ONNX classifier with HYDRA, Adv-LWM or Adv-ADMM, fine-tune, export',
-  builder: (y) =>
-    withTraining(withObjective(withBackend(withNormalization(withModelOptions(y))), 'trades'), { lr: 0.1 })
-      .option('method', { type: 'string', default: 'hydra', choices: METHODS as unknown as string[], describe: 'hydra: importance scores (Sehwag et al. 2020); lwm: robust magnitude pruning; admm: Adv-ADMM (Ye et al. 2019)' })
-      .option('sparsity', { type: 'number', default: 0.99, describe: 'fraction of the prunable weights removed, in (0,1)' })
-      .option('allocation', { type: 'string', default: 'layer', choices: ['layer', 'global'], describe: 'top-k per layer (HYDRA) or one global threshold' })
-      .option('score-init', { type: 'string', default: 'scaled', choices: ['scaled', 'kaiming'], describe: 'hydra: sqrt(6/fan_in)·w/max|w| (the paper), or kaiming-uniform' })
-      .option('prune-epochs', { type: 'number', default: 3, describe: 'epochs of score training (hydra) or ADMM (admm); lwm has none' })
-      .option('finetune-epochs', { type: 'number', default: 3 })
-      .option('finetune-lr', { type: 'number', default: 0.01 })
-      .option('rho', { type: 'number', default: 0.01, describe: 'admm: initial penalty ρ' })
-      .option('rho-growth', { type: 'number', default: 1.5, describe: 'admm: ρ multiplied by this after every epoch' })
-      .option('structure', { type: 'string', default: 'irregular', choices: ['irregular', 'filter'], describe: 'admm: weight or whole-filter sparsity' })
-      .option('out', { type: 'string', describe: 'pruned model (default: <model>.<method>-<sparsity>.onnx)' })
-      .option('quantize', { type: 'string', default: 'none', choices: ['none', 'int8'], describe: 'also write <out>.int8.onnx: QDQ, per-channel int8 weights, uint8 activations' })
-      .option('calibration', { type: 'string', default: 'minmax', choices: ['minmax', 'percentile'], describe: 'int8 activation ranges' })
-      .option('calibration-size', { type: 'number', default: 512, describe: 'training images used for calibration' })
-      .option('percentile', { type: 'number', default: 99.99, describe: 'percentile calibration: covered percentile of activation values' })
-      .option('sparse-format', { type: 'string', default: 'dense', choices: ['dense', 'sparse-initializer'], describe: 'store pruned weights dense (exact zeros) or as ONNX sparse initializers' })
-      .option('eval-eps', { type: 'number', describe: 'ε of the final PGD evaluation (default: --eps)' })
-      .option('eval-steps', { type: 'number', default: 20 })
-      .option('final-eval-limit', { type: 'number', describe: 'test images of the final evaluation (default: all)' })
-      .option('quiet', { type: 'boolean', default: false }) as never,
+  builder: (y) => pruneOptions(y) as never,
   handler: async (a) => {
     const t0 = performance.now();
     const quiet = !!a.quiet || !!a.json;

@@ -4,9 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import type { CommandModule } from 'yargs';
+import { quantizeOptions } from '../options/commands.js';
 import { loadModel, saveModel } from '../onnx/model.js';
 import { calibrationSet, quantizeInt8 } from '../quant/qdq.js';
-import { withNormalization } from './options.js';
 import { toSparseIfLoadable } from '../runtime/ort.js';
 import { checkDataFitsModel, loadData } from '../data/index.js';
 import { OrtClassifier } from '../verify/classifier.js';
@@ -33,17 +33,7 @@ async function accuracyAndPredictions(file: string | Uint8Array, x: Float32Array
 export const quantizeCommand: CommandModule<object, Args> = {
   command: 'quantize <model>',
   describe: 'write an int8 QDQ model: per-channel symmetric int8 weights, uint8 activations calibrated on training images',
-  builder: (y) =>
-    withNormalization(y)
-      .positional('model', { type: 'string', demandOption: true, describe: 'ONNX classifier (opset ≥ 13)' })
-      .option('data', { type: 'string', default: 'fashion-mnist', describe: 'calibration images come from the training split; accuracy from the test split' })
-      .option('calibration', { type: 'string', default: 'minmax', choices: ['minmax', 'percentile'] })
-      .option('calibration-size', { type: 'number', default: 512 })
-      .option('percentile', { type: 'number', default: 99.99 })
-      .option('eval-limit', { type: 'number', describe: 'test images for the accuracy comparison (default: all)' })
-      .option('sparse-format', { type: 'string', default: 'dense', choices: ['dense', 'sparse-initializer'], describe: 'store int8 weights that contain zeros (pruned models) as ONNX sparse initializers' })
-      .option('out', { type: 'string', describe: 'default: <model>.int8.onnx' })
-      .option('json', { type: 'boolean', default: false }) as never,
+  builder: (y) => quantizeOptions(y) as never,
   handler: async (a) => {
     const t0 = performance.now();
     const out = a.out ?? a.model.replace(/\.onnx$/, '') + '.int8.onnx';

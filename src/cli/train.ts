@@ -1,6 +1,7 @@
 // `onnx-hydra train`: (robust) training of an ONNX classifier — HYDRA's pretrain phase.
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
+import { trainOptions } from '../options/commands.js';
 import { loadModel, saveModel } from '../onnx/model.js';
 import { TfGraph } from '../graph/graph.js';
 import { selectEngine, type BackendChoice } from '../engine/select.js';
@@ -12,8 +13,8 @@ import { evaluateRobustness } from '../verify/robustness.js';
 import { compareWithOrt } from '../verify/equivalence.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
-import { parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
-import { derivedPath, epochPgdFromArgs, objectiveFromArgs, optimizerFromArgs, withBackend, withNormalization, withObjective, withTraining } from './options.js';
+import { parseInputShapes, pct, printJson, table } from './common.js';
+import { derivedPath, epochPgdFromArgs, objectiveFromArgs, optimizerFromArgs } from '../options/training.js';
 import { parseChannels, withInputNormalization } from '../onnx/normalize-input.js';
 
 type Args = Record<string, unknown> & { model: string; json: boolean; out?: string };
@@ -21,14 +22,7 @@ type Args = Record<string, unknown> & { model: string; json: boolean; out?: stri
 export const trainCommand: CommandModule<object, Args> = {
   command: 'train <model>',
   describe: 'train an ONNX classifier (natural or robust objective) and export the trained ONNX model',
-  builder: (y) =>
-    withTraining(withObjective(withBackend(withNormalization(withModelOptions(y))), 'natural'), { epochs: 5, lr: 0.05 })
-      .option('out', { type: 'string', describe: 'trained model (default: <model>.<objective>.onnx)' })
-      .option('eval-eps', { type: 'number', describe: 'ε of the final PGD evaluation (default: --eps, or 0.1 when --eps is 0)' })
-      .option('eval-steps', { type: 'number', default: 20, describe: 'steps of the final PGD evaluation (0: benign only)' })
-      .option('eval-restarts', { type: 'number', default: 1 })
-      .option('final-eval-limit', { type: 'number', describe: 'test images of the final evaluation (default: all)' })
-      .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars' }) as never,
+  builder: (y) => trainOptions(y) as never,
   handler: async (a) => {
     const t0 = performance.now();
     const quiet = !!a.quiet || !!a.json;

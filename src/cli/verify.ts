@@ -8,7 +8,7 @@ import type { PgdEvalConfig } from '../verify/robustness.js';
 import type { SquareConfig } from '../verify/square.js';
 import type { SmoothingConfig } from '../verify/smoothing.js';
 import type { Provider } from '../runtime/ort.js';
-import { withNormalization } from './options.js';
+import { withNormalization } from '../options/training.js';
 import { BACKENDS, type BackendChoice } from '../engine/select.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';

@@ -5,10 +5,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import YAML from 'yaml';
 import yargs from 'yargs';
-import type { CommandModule } from 'yargs';
-import { trainCommand } from '../cli/train.js';
-import { pruneCommand } from '../cli/prune.js';
-import { quantizeCommand } from '../cli/quantize.js';
+import type { Argv } from 'yargs';
+import { pruneOptions, quantizeOptions, trainOptions } from '../options/commands.js';
 import { UserError } from '../util/errors.js';
 
 export const STAGES = ['pretrain', 'prune', 'quantize', 'verify'] as const;
@@ -41,9 +39,9 @@ type Kind = 'number' | 'string' | 'boolean';
 interface OptionSpec { type: Kind; choices?: string[] }
 
 /** Options a command accepts, read from its yargs builder (so recipes and the CLI never drift apart). */
-function optionsOf(cmd: CommandModule<object, never>, drop: string[]): Map<string, OptionSpec> {
+function optionsOf(schema: (y: Argv) => unknown, drop: string[]): Map<string, OptionSpec> {
   const y = yargs([]);
-  (cmd.builder as (y: unknown) => unknown)(y);
+  schema(y);
   const o = (y as unknown as { getOptions(): { number: string[]; string: string[]; boolean: string[]; choices: Record<string, string[]> } }).getOptions();
   const m = new Map<string, OptionSpec>();
   for (const k of o.number) m.set(k, { type: 'number' });
@@ -65,9 +63,9 @@ const SPEC_KEYS: Record<string, string[]> = {
 let specs: Record<Exclude<StageKind, 'verify'>, Map<string, OptionSpec>> | undefined;
 function stageSpecs(): NonNullable<typeof specs> {
   specs ??= {
-    pretrain: optionsOf(trainCommand as never, []),
-    prune: optionsOf(pruneCommand as never, ['quantize', 'calibration', 'calibration-size', 'percentile']),
-    quantize: optionsOf(quantizeCommand as never, []),
+    pretrain: optionsOf(trainOptions, []),
+    prune: optionsOf(pruneOptions, ['quantize', 'calibration', 'calibration-size', 'percentile']),
+    quantize: optionsOf(quantizeOptions, []),
   };
   return specs;
 }

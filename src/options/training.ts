@@ -1,4 +1,5 @@
-// Options shared by the commands that train or attack: engine, data, objective, optimizer, schedule.
+// Option schemas shared by the commands that train or attack (engine, data, objective, optimizer,
+// schedule) and their parsing; recipes validate their stages against the same schemas.
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { BACKENDS, type BackendChoice } from '../engine/select.js';
