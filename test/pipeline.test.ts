@@ -90,6 +90,14 @@ test('run: pretrain → prune → quantize → verify end to end; report.json nu
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stderr, /01-pretrain\] done earlier/);
   assert.doesNotMatch(again.stderr, /running: onnx-hydra train/);
+  // run.json holds paths relative to the run folder: a moved folder is still a finished run
+  const moved = `${out}-moved`;
+  fs.cpSync(out, moved, { recursive: true });
+  const state = JSON.parse(fs.readFileSync(path.join(moved, 'run.json'), 'utf8'));
+  assert.equal(state.stages['01-pretrain'].artifact, '01-pretrain.onnx');
+  const again2 = spawnSync(process.execPath, [BIN, 'run', recipe, '--out', moved], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(again2.status, 0, again2.stderr);
+  assert.doesNotMatch(again2.stderr, /running:/, 'nothing ran again');
 });
 
 test('run: SIGKILL in the middle of fine-tuning, then the same command resumes from the epoch checkpoint and finishes', async () => {

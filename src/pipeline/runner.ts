@@ -69,12 +69,25 @@ function runChild(args: string[], logFile: string, tag: string): Promise<void> {
 export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o: { restart?: boolean } = {}): Promise<RunState> {
   fs.mkdirSync(outDir, { recursive: true });
   const stateFile = path.join(outDir, 'run.json');
+  // run.json stores paths relative to the run folder, so a run resumes from any working directory (and
+  // after the folder moves); in memory they are absolute. (Files of earlier versions held paths relative
+  // to the working directory of their run: those still resolve when started from there.)
+  const FILE_KEYS = ['input', 'artifact', 'report', 'log'] as const;
+  const absolute = (p: string): string => {
+    if (path.isAbsolute(p)) return p;
+    const inRun = path.resolve(outDir, p);
+    return fs.existsSync(inRun) || !fs.existsSync(p) ? inRun : path.resolve(p);
+  };
   let state: RunState | undefined = !o.restart && fs.existsSync(stateFile) ? (JSON.parse(fs.readFileSync(stateFile, 'utf8')) as RunState) : undefined;
+  for (const rec of Object.values(state?.stages ?? {})) for (const k of FILE_KEYS) rec[k] = absolute(rec[k]);
   if (state && state.hash !== r.hash) {
     throw new UserError(`${outDir} holds a run of a different recipe (or this recipe changed since): choose another --out, or pass --restart to start over there`);
   }
   state ??= { recipe: recipeFile, hash: r.hash, started: new Date().toISOString(), stages: {} };
-  const save = (): void => writeFileAtomic(stateFile, JSON.stringify(state, null, 2));
+  const save = (): void => {
+    const stages = Object.fromEntries(Object.entries(state!.stages).map(([id, rec]) => [id, { ...rec, ...Object.fromEntries(FILE_KEYS.map((k) => [k, path.relative(outDir, rec[k])])) }]));
+    writeFileAtomic(stateFile, JSON.stringify({ ...state, stages }, null, 2));
+  };
   save();
   writeFileAtomic(path.join(outDir, 'recipe.json'), JSON.stringify(r, null, 2));
   if (!fs.existsSync(r.model)) throw new UserError(`recipe model '${r.model}' not found (paths are relative to the current folder)`);
