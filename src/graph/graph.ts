@@ -5,7 +5,7 @@ import { tf, ensureBackend } from '../tfjs/tf.js';
 import { cloneModel, declaredElemType, declaredShape, realInputs, topoOrder, type Dim, type OnnxModel } from '../onnx/model.js';
 import { decodeTensor, dtypeFromCode, isFloat, overwriteTensorData, type DType, type HostTensor } from '../onnx/tensor.js';
 import { OnnxError, UnsupportedOpsError } from '../util/errors.js';
-import { checkOutputSize } from '../onnx/limits.js';
+import { checkOutputSize, sampleLimitFor } from '../onnx/limits.js';
 import { parseNode, type Node } from './ir.js';
 import { getOp, unsupportedReason } from './ops/index.js';
 import { hostToTf, isHost, OpCtx, tfToHost, type RunEnv, type Val } from './values.js';
@@ -74,6 +74,7 @@ export class PreparedGraph {
   /** folded integer vectors with batch-size elements (free batch only), completed per batch size */
   readonly symConsts = new Map<string, SymConst>();
   readonly batchFree: boolean;
+  readonly sampleLimit: number;
   readonly opset: number;
 
   readonly model: OnnxModel;
@@ -126,6 +127,8 @@ export class PreparedGraph {
       return { name, dtype, declared: declared ?? shape, shape };
     });
     this.batchFree = free;
+    // what one example's activations may hold, relative to its inputs (a bound on what a file can make us compute)
+    this.sampleLimit = sampleLimitFor(this.inputs.reduce((s, i) => s + i.shape.reduce<number>((p, d, k) => p * (typeof d === 'number' && !(k === 0 && free) ? d : 1), 1), 0));
     this.outputs = (g.output ?? []).map((o) => o.name ?? '');
 
     // 4. constant folding by tracing: run the graph at two batch sizes; values that are constants, or
@@ -189,7 +192,7 @@ export class PreparedGraph {
     }
     const params = new Map<string, tf.Tensor>();
     for (const [name, t] of this.paramInit) params.set(name, hostToTf(t));
-    const env: RunEnv = { opset: this.opset, training: false, constTensor: () => undefined, updates: new Map() };
+    const env: RunEnv = { opset: this.opset, training: false, constTensor: () => undefined, updates: new Map(), sampleLimit: this.sampleLimit };
     const lookup = (name: string): Val | undefined => values.get(name) ?? this.consts.get(name) ?? params.get(name) ?? feeds[name];
     // Inputs that may steer shapes (integers, scalars and vectors: indices, shapes, bounds given at run time)
     // are zeros here, which may not make sense to the nodes reading them. Those nodes are data-dependent,
@@ -396,7 +399,7 @@ export class TfGraph {
         throw new OnnxError(`graph input '${inp.name}' expects shape [${want.join(',')}], got [${s.join(',')}]`);
       }
     }
-    const env: RunEnv = { opset: this.prepared.opset, training: !!opts.training, constTensor: this.constTensor, updates: new Map() };
+    const env: RunEnv = { opset: this.prepared.opset, training: !!opts.training, constTensor: this.constTensor, updates: new Map(), sampleLimit: this.prepared.sampleLimit };
     const values = new Map<string, Val>();
     const batch = this.inputs[0] ? feeds.get(this.inputs[0].name)!.shape[0] ?? 1 : 1;
     const sym = (name: string): Val | undefined => {

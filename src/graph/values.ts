@@ -57,6 +57,8 @@ export interface RunEnv {
   constTensor(h: HostTensor): tf.Tensor | undefined;
   /** running-statistics updates produced in training mode (applied by the trainer after the step) */
   updates: Map<string, tf.Tensor>;
+  /** elements one example's activation may hold (see onnx/limits) */
+  sampleLimit?: number;
 }
 
 /** What an op implementation sees: its node, attributes and inputs, with conversions. */
@@ -130,7 +132,7 @@ export class OpCtx {
   }
   /** Throws naming this node when an output of `shape` would be absurdly large (checked before computing it). */
   checkOutput(shape: readonly number[]): void {
-    checkOutputSize(shape, this.node.label);
+    checkOutputSize(shape, this.node.label, this.env.sampleLimit);
   }
   fail(msg: string): never {
     throw new OnnxError(`${this.node.label}: ${msg}`);

@@ -19,6 +19,17 @@ export const MAX_TENSOR_ELEMENTS = envLimit('ONNX_HYDRA_MAX_TENSOR_ELEMENTS', 2 
  */
 export const MAX_SAMPLE_ELEMENTS = envLimit('ONNX_HYDRA_MAX_SAMPLE_ELEMENTS', 2 ** 24);
 
+/**
+ * How many times an example's input one activation may hold (256; classifiers stay below ~30×: ResNet-18
+ * at 224×224 5×, on CIFAR 21×), with a floor of 2^20 for small inputs. `ONNX_HYDRA_MAX_EXPANSION` overrides it.
+ */
+export const MAX_EXPANSION = envLimit('ONNX_HYDRA_MAX_EXPANSION', 256);
+
+/** The per-example element limit of a graph whose inputs hold `inputElements` per example. */
+export function sampleLimitFor(inputElements: number): number {
+  return Math.min(MAX_SAMPLE_ELEMENTS, Math.max(2 ** 20, MAX_EXPANSION * inputElements));
+}
+
 /** Element count of a shape whose dims may come from int64 fields; Infinity when it exceeds 2^53. */
 export function countElements(shape: readonly (number | bigint)[]): number {
   let n = 1;
@@ -47,10 +58,11 @@ export function checkTensorSize(shape: readonly (number | bigint)[], where: stri
  * Throws naming `where` when an operator's output of `shape` would be absurdly large: more than
  * MAX_TENSOR_ELEMENTS in all, or more than MAX_SAMPLE_ELEMENTS per index of its first axis.
  */
-export function checkOutputSize(shape: readonly number[], where: string): void {
+export function checkOutputSize(shape: readonly number[], where: string, sampleLimit = MAX_SAMPLE_ELEMENTS): void {
   const n = checkTensorSize(shape, where);
   const perSample = shape.length > 1 && shape[0]! > 0 ? n / shape[0]! : n;
-  if (perSample > MAX_SAMPLE_ELEMENTS) {
-    throw new OnnxError(`${where}: its output [${shape.join(',')}] would hold ${fmt(perSample)} elements per example, above the limit of ${fmt(MAX_SAMPLE_ELEMENTS)} (ONNX_HYDRA_MAX_SAMPLE_ELEMENTS); the file's attributes or shapes are probably wrong`);
+  if (perSample > sampleLimit) {
+    throw new OnnxError(`${where}: its output [${shape.join(',')}] would hold ${fmt(perSample)} elements per example, above the limit of ${fmt(sampleLimit)} ` +
+      `(${MAX_EXPANSION}× the input, at least 2^20, at most 2^24; ONNX_HYDRA_MAX_EXPANSION, ONNX_HYDRA_MAX_SAMPLE_ELEMENTS); the file's attributes or shapes are probably wrong`);
   }
 }
