@@ -1,10 +1,13 @@
 // npm run bench [-- --json] [--models small_cnn,resnet_small] [--batch 128] [--seconds 3] [--backend ort]
+// Torchvision classifiers at 3x32x32 (resnet18, mobilenet_v2, vit_small, … of models/export_torchvision.py)
+// are exported once into .cache/torchvision/ with python3-torch: --models resnet18,mobilenet_v2,vit_small
 // Images/s of forward, input gradient, natural training step and TRADES-10 training step, for onnx-hydra
 // and (when python3-torch is installed) for PyTorch on the same machine in the same run, with ratios.
 // Timings are medians over repeated steps; PyTorch runs before and after ours and the better of its two
 // runs is used, so machine drift does not favour us.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -69,9 +72,33 @@ function trainStep(net: Net, objective: Objective, opt: Optimizer, xd: Float32Ar
   });
 }
 
+/** The ONNX file of a bench model: models/<name>.onnx, or a torchvision classifier exported once into .cache/. */
+function modelFile(model: string): string {
+  const local = path.join(packageRoot(), 'models', `${model}.onnx`);
+  if (fs.existsSync(local)) return local;
+  const dir = path.join(packageRoot(), '.cache', 'torchvision');
+  const file = path.join(dir, `${model}.onnx`);
+  if (!fs.existsSync(file)) {
+    const r = spawnSync('/usr/bin/python3', [path.join(packageRoot(), 'models', 'export_torchvision.py'), dir, model], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`no models/${model}.onnx, and exporting it with PyTorch failed: ${r.stderr.trim().split('\n').pop()}`);
+  }
+  return file;
+}
+
+/** CPU model, cores and the vector ISA extensions that decide kernel speed (x86 flags from /proc/cpuinfo). */
+function cpuInfo(): { model: string; cores: number; isa: string[] } {
+  const cpus = os.cpus();
+  let flags: string[] = [];
+  try {
+    flags = (/^flags\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').split(/\s+/);
+  } catch { /* not Linux */ }
+  const isa = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.includes(f));
+  return { model: cpus[0]?.model ?? 'unknown', cores: cpus.length, isa: isa.length || flags.length ? isa : ['unknown'] };
+}
+
 function benchOurs(model: string, batch: number, seconds: number, backend: BackendChoice): Record<Workload, number> {
   const engine = selectEngine(backend);
-  const graph = TfGraph.fromModel(loadModel(path.join(packageRoot(), 'models', `${model}.onnx`)));
+  const graph = TfGraph.fromModel(loadModel(modelFile(model)));
   const net = new Net(graph, engine);
   const shape = [batch, ...net.inputShape];
   const rng = makeRng(0);
@@ -132,7 +159,9 @@ for (const m of models) {
     table[m][w] = { ours_img_s: ours[m]![w], torch_img_s: torch, ratio: torch ? ours[m]![w] / torch : null };
   }
 }
+const cpu = cpuInfo();
 const result = {
+  cpu,
   batch: args.batch,
   engine: engine.description,
   torch: torchRuns[0] ? { version: torchRuns[0].torch_version, threads: torchRuns[0].threads } : null,
@@ -142,7 +171,7 @@ const result = {
 };
 if (args.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 else {
-  const lines = [`onnx-hydra bench: batch ${args.batch}, engine ${engine.description}`];
+  const lines = [`onnx-hydra bench: batch ${args.batch}, engine ${engine.description}`, `CPU: ${cpu.model}, ${cpu.cores} cores, ${cpu.isa.join(' ')}`];
   lines.push(result.torch ? `PyTorch ${result.torch.version} (${result.torch.threads} threads), same machine, same run` : 'PyTorch not installed (apt-get install python3-torch): no ratios');
   lines.push('', '| model | workload | onnx-hydra img/s | PyTorch img/s | ratio |', '|---|---|---:|---:|---:|');
   for (const m of models) for (const w of WORKLOADS) {

@@ -88,11 +88,15 @@ def main():
     torch.set_num_threads(int(os.environ.get('BENCH_THREADS', os.cpu_count() or 1)))
     wanted = os.environ.get('BENCH_MODELS', 'small_cnn,resnet_small').split(',')
     out = {'torch_version': torch.__version__, 'threads': torch.get_num_threads(), 'batch': batch, 'models': {}}
-    for name, cls, shape in [('small_cnn', SmallCNN, (1, 28, 28)), ('resnet_small', ResNetSmall, (1, 28, 28))]:
-        if name not in wanted:
-            continue
+    from export_torchvision import MODELS as TORCHVISION  # noqa: E402  (torchvision classifiers at 3x32x32)
+    for name in wanted:
         torch.manual_seed(0)
-        out['models'][name] = bench(name, cls(), shape, batch)
+        if name == 'small_cnn':
+            out['models'][name] = bench(name, SmallCNN(), (1, 28, 28), batch)
+        elif name == 'resnet_small':
+            out['models'][name] = bench(name, ResNetSmall(), (1, 28, 28), batch)
+        elif name in TORCHVISION:
+            out['models'][name] = bench(name, TORCHVISION[name][0](), (3, 32, 32), batch)
     print(json.dumps(out))
 
 

@@ -22,6 +22,8 @@ MODELS = {
     'densenet121': (lambda: tvm.densenet121(num_classes=10), 13),
     'vit_b_16': (lambda: tvm.vit_b_16(image_size=32, num_classes=10), 14),
     'swin_t': (lambda: tvm.swin_t(num_classes=10), 14),
+    # a CIFAR-size ViT (the usual "small ViT" of robustness papers: patch 4, 6 layers, width 256), from torchvision's class
+    'vit_small': (lambda: tvm.VisionTransformer(image_size=32, patch_size=4, num_layers=6, num_heads=8, hidden_dim=256, mlp_dim=512, num_classes=10), 14),
 }
 
 
