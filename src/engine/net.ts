@@ -24,8 +24,12 @@ export interface LogitsOptions {
 export interface Frozen {
   logits(x: Float32Array, n: number): Float32Array;
   lossGrad(x: Float32Array, n: number, loss: AttackLoss): { grad: Float32Array; logits: Float32Array };
-  /** one fused PGD iteration toward `target` (one-hot labels or probabilities), when the engine has it */
-  pgdStep?(xAdv: Float32Array, x: Float32Array, n: number, target: Float32Array, alpha: number, eps: number, norm: 'linf' | 'l2'): { next: Float32Array; logits: Float32Array };
+  /**
+   * One PGD iteration toward `target` (one-hot labels or probabilities): gradient of −Σ target·log softmax,
+   * signed (L∞) or L2 step, projection and clipping; returns the next iterate (a new array) and the logits
+   * at xAdv. Fused into one onnxruntime call on the compiled engine.
+   */
+  pgdStep(xAdv: Float32Array, x: Float32Array, n: number, target: Float32Array, alpha: number, eps: number, norm: 'linf' | 'l2'): { next: Float32Array; logits: Float32Array };
 }
 
 export class Net {
@@ -130,7 +134,7 @@ export class Net {
       return {
         logits: (x, n) => this.guard(() => f.logits(x, n), () => this.tfFrozen(overrides).logits(x, n)),
         lossGrad: (x, n, l) => this.guard(() => f.lossGrad(x, n, l), () => this.tfFrozen(overrides).lossGrad(x, n, l)),
-        pgdStep: (xa, x, n, t, a, e, norm) => this.guard(() => f.pgdStep(xa, x, n, t, a, e, norm), () => this.tfFrozen(overrides).pgdStep!(xa, x, n, t, a, e, norm)),
+        pgdStep: (xa, x, n, t, a, e, norm) => this.guard(() => f.pgdStep(xa, x, n, t, a, e, norm), () => this.tfFrozen(overrides).pgdStep(xa, x, n, t, a, e, norm)),
       };
     }
     return this.tfFrozen(overrides);
@@ -149,28 +153,28 @@ export class Net {
 
   private tfFrozen(overrides?: Map<string, tf.Tensor>): Frozen {
     const shapeOf = (n: number): number[] => [n, ...this.inputShape];
-    const frozen: Frozen = {
+    const lossGrad: Frozen['lossGrad'] = (x, n, loss) => tf.tidy(() => {
+      const xt = tf.tensor(x, shapeOf(n));
+      let logitsOut: Float32Array = new Float32Array();
+      const target = loss.kind === 'ce' ? tf.oneHot(tf.tensor1d(loss.labels, 'int32'), this.classes) : tf.tensor(loss.target, [n, this.classes]);
+      const g = tf.grad((xx: tf.Tensor) => {
+        const z = this.graph.forward(xx, {}, overrides).outputs[0]!;
+        logitsOut = z.dataSync() as Float32Array;
+        return tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(z))));
+      })(xt);
+      return { grad: g.dataSync() as Float32Array, logits: logitsOut };
+    });
+    return {
       logits: (x, n) => tf.tidy(() => this.graph.forward(tf.tensor(x, shapeOf(n)), {}, overrides).outputs[0]!.dataSync() as Float32Array),
-      lossGrad: (x, n, loss) => tf.tidy(() => {
-        const xt = tf.tensor(x, shapeOf(n));
-        let logitsOut: Float32Array = new Float32Array();
-        const target = loss.kind === 'ce' ? tf.oneHot(tf.tensor1d(loss.labels, 'int32'), this.classes) : tf.tensor(loss.target, [n, this.classes]);
-        const g = tf.grad((xx: tf.Tensor) => {
-          const z = this.graph.forward(xx, {}, overrides).outputs[0]!;
-          logitsOut = z.dataSync() as Float32Array;
-          return tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(z))));
-        })(xt);
-        return { grad: g.dataSync() as Float32Array, logits: logitsOut };
-      }),
+      lossGrad,
+      // the fused step's contract, from the gradient of −Σ target·log softmax (cross-entropy for one-hot targets)
+      pgdStep: (xAdv, x, n, target, alpha, eps, norm) => {
+        const { grad, logits } = lossGrad(xAdv, n, { kind: 'kl', target });
+        const next = xAdv.slice();
+        stepInPlace(next, grad, x, n, { alpha, eps, norm }, norm === 'linf' ? boxOf(x, eps) : undefined);
+        return { next, logits };
+      },
     };
-    // the fused step's contract, from the gradient of −Σ target·log softmax (cross-entropy for one-hot targets)
-    frozen.pgdStep = (xAdv, x, n, target, alpha, eps, norm) => {
-      const { grad, logits } = frozen.lossGrad(xAdv, n, { kind: 'kl', target });
-      const next = xAdv.slice();
-      stepInPlace(next, grad, x, n, { alpha, eps, norm }, norm === 'linf' ? boxOf(x, eps) : undefined);
-      return { next, logits };
-    };
-    return frozen;
   }
 
   dispose(): void {

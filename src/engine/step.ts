@@ -1,6 +1,12 @@
 // The projected gradient step of every L∞/L2 attack: a signed (L∞) or unit-direction (L2) ascent step,
-// then projection onto the ε-ball around x intersected with [0,1]. Used by the attacks in train/ and
-// verify/, and by the engine's non-fused PGD step (the fused one does the same inside onnxruntime).
+// then projection onto the ε-ball around x intersected with [0,1]: the tfjs engine's PGD step (the
+// compiled engine fuses the same into its onnxruntime graph); `project` also starts the attacks.
+
+export interface StepConfig {
+  alpha: number;
+  eps: number;
+  norm: 'linf' | 'l2';
+}
 
 /** Project x_adv onto the ε-ball around x (per example for L2) and into [0,1], in place. */
 export function project(xAdv: Float32Array, x: Float32Array, n: number, eps: number, norm: 'linf' | 'l2'): void {
@@ -28,7 +34,7 @@ export function project(xAdv: Float32Array, x: Float32Array, n: number, eps: num
 }
 
 /** One ascent step along the gradient: sign for L∞, the per-example unit direction for L2. */
-export function ascend(xAdv: Float32Array, g: Float32Array, n: number, alpha: number, norm: 'linf' | 'l2'): void {
+function ascend(xAdv: Float32Array, g: Float32Array, n: number, alpha: number, norm: 'linf' | 'l2'): void {
   if (norm === 'linf') {
     for (let i = 0; i < xAdv.length; i++) xAdv[i]! += alpha * Math.sign(g[i]!);
     return;
@@ -57,7 +63,7 @@ export function boxOf(x: Float32Array, eps: number): { lo: Float32Array; hi: Flo
 }
 
 /** x_adv ← clip(x_adv + α·sign(g), lo, hi), one pass. */
-export function linfStep(xAdv: Float32Array, g: Float32Array, alpha: number, lo: Float32Array, hi: Float32Array): void {
+function linfStep(xAdv: Float32Array, g: Float32Array, alpha: number, lo: Float32Array, hi: Float32Array): void {
   for (let i = 0; i < xAdv.length; i++) {
     const gi = g[i]!;
     const v = xAdv[i]! + (gi > 0 ? alpha : gi < 0 ? -alpha : 0);
@@ -76,9 +82,3 @@ export function stepInPlace(xAdv: Float32Array, grad: Float32Array, x: Float32Ar
   }
 }
 
-
-export interface StepConfig {
-  alpha: number;
-  eps: number;
-  norm: 'linf' | 'l2';
-}

@@ -128,7 +128,8 @@ export class PreparedGraph {
     });
     this.batchFree = free;
     // what one example's activations may hold, relative to its inputs (a bound on what a file can make us compute)
-    this.sampleLimit = sampleLimitFor(this.inputs.reduce((s, i) => s + i.shape.reduce<number>((p, d, k) => p * (typeof d === 'number' && !(k === 0 && free) ? d : 1), 1), 0));
+    // (the free batch dimension is 'N', counted as 1)
+    this.sampleLimit = sampleLimitFor(this.inputs.reduce((s, i) => s + i.shape.reduce<number>((p, d) => p * (typeof d === 'number' ? d : 1), 1), 0));
     this.outputs = (g.output ?? []).map((o) => o.name ?? '');
 
     // 4. constant folding by tracing: run the graph at two batch sizes; values that are constants, or

@@ -55,9 +55,8 @@ export interface VariantSummary {
 }
 
 const read = <T>(f: string): T | undefined => (fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as T) : undefined);
-const gzipSize = (f: string): number => (fs.existsSync(f) ? zlib.gzipSync(fs.readFileSync(f), { level: 9 }).length : 0);
 
-function headlineRow(stage: HeadlineRow['stage'], v: VerifyLike & { judged: string }, sparsity: number, file: string): HeadlineRow {
+function headlineRow(stage: HeadlineRow['stage'], v: VerifyLike & { judged: string }, sparsity: number, gzipBytes: number): HeadlineRow {
   const c = v.cost;
   return {
     stage, file: v.judged, sparsity,
@@ -68,7 +67,7 @@ function headlineRow(stage: HeadlineRow['stage'], v: VerifyLike & { judged: stri
       ...(v.ibp ? { ibp: { eps: v.ibp.eps, acc: v.ibp.verified_acc } } : {}),
       ...(v.smoothing ? { smoothing: v.smoothing.certified.map((x) => ({ sigma: v.smoothing!.settings.sigma, radius: x.radius, acc: x.acc })) } : {}),
     } : undefined,
-    bytes: v.model.bytes, gzip_bytes: gzipSize(file),
+    bytes: v.model.bytes, gzip_bytes: gzipBytes,
     ...(c ? {
       macs: c.macs, params: c.params, nonzero_params: c.params - c.prunable_zeros,
       latency: { batch1_median_ms: c.latency.batch1.median_ms, batch1_p90_ms: c.latency.batch1.p90_ms, batch: c.latency.batchN.batch, images_per_second: c.latency.batchN.images_per_second, threads: c.latency.threads },
@@ -93,6 +92,17 @@ function withDelta(row: HeadlineRow, dense: HeadlineRow | undefined): HeadlineRo
 }
 
 export function buildReport(r: Recipe, state: RunState, outDir: string): { json: Record<string, unknown>; variants: VariantSummary[]; dense?: HeadlineRow } {
+  // raw and gzip-compressed size of a file, compressed once (the headline and the artifacts, and every
+  // variant of a sweep, share files)
+  const sizes = new Map<string, { bytes: number; gzip_bytes: number }>();
+  const sizeOf = (f: string): { bytes: number; gzip_bytes: number } => {
+    let s = sizes.get(f);
+    if (!s) {
+      const b = fs.existsSync(f) ? fs.readFileSync(f) : Buffer.alloc(0);
+      sizes.set(f, (s = { bytes: b.length, gzip_bytes: b.length ? zlib.gzipSync(b, { level: 9 }).length : 0 }));
+    }
+    return s;
+  };
   const recs = Object.values(state.stages);
   const variants = [...new Set(recs.filter((s) => s.role !== 'dense').map((s) => s.variant))];
   const shared = recs.filter((s) => s.variant === '' && s.role !== 'dense');
@@ -100,16 +110,13 @@ export function buildReport(r: Recipe, state: RunState, outDir: string): { json:
   // the dense model's verdict: the runner's own, or a verify stage of the recipe on the model entering pruning
   const denseRec = recs.find((s) => s.role === 'dense') ?? (firstPrune ? recs.find((s) => s.kind === 'verify' && s.input === firstPrune.input) : undefined);
   const denseVerify = denseRec ? read<VerifyLike>(denseRec.report) : undefined;
-  const dense = denseVerify && denseRec ? headlineRow('dense', { ...denseVerify, judged: path.relative(outDir, denseRec.input) }, 0, denseRec.input) : undefined;
+  const dense = denseVerify && denseRec ? headlineRow('dense', { ...denseVerify, judged: path.relative(outDir, denseRec.input) }, 0, sizeOf(denseRec.input).gzip_bytes) : undefined;
   const pretrain = shared.filter((s) => s.kind === 'pretrain').map((s) => read<{ history?: EpochLike[] }>(s.report)).pop();
   const summaries: VariantSummary[] = (variants.length > 1 ? variants.filter((v) => v) : variants).map((v) => {
     const mine: StageRecord[] = [...shared, ...recs.filter((s) => s.variant === v && v !== '' && s.role !== 'dense')];
     const pruneRec = mine.filter((s) => s.kind === 'prune').pop();
     const prune = pruneRec ? read<{ method: string; sparsity: { sparsity: number; layers: { name: string; params: number; zeros: number; sparsity: number }[] }; phases?: { name: string; history: EpochLike[] }[] }>(pruneRec.report) : undefined;
-    const artifacts = mine.filter((s) => s.kind !== 'verify' && fs.existsSync(s.artifact)).map((s) => {
-      const b = fs.readFileSync(s.artifact);
-      return { file: path.relative(outDir, s.artifact), bytes: b.length, gzip_bytes: zlib.gzipSync(b, { level: 9 }).length, int8: s.kind === 'quantize' };
-    });
+    const artifacts = mine.filter((s) => s.kind !== 'verify' && fs.existsSync(s.artifact)).map((s) => ({ file: path.relative(outDir, s.artifact), ...sizeOf(s.artifact), int8: s.kind === 'quantize' }));
     const verifyRecs = mine.filter((s) => s.kind === 'verify' && s !== denseRec);
     const verify = verifyRecs.map((s) => ({ ...read<VerifyLike>(s.report)!, judged: path.relative(outDir, s.input) }));
     const sparsity = prune?.sparsity.sparsity;
@@ -118,7 +125,7 @@ export function buildReport(r: Recipe, state: RunState, outDir: string): { json:
       const x = verify[i]!;
       // files after pruning (or all files, when nothing was pruned)
       if (pruneRec && !mine.slice(mine.indexOf(pruneRec)).includes(s)) return;
-      rows.push(withDelta(headlineRow(x.model.quantized ? 'int8' : pruneRec ? 'pruned' : 'dense', x, sparsity ?? 0, s.input), dense));
+      rows.push(withDelta(headlineRow(x.model.quantized ? 'int8' : pruneRec ? 'pruned' : 'dense', x, sparsity ?? 0, sizeOf(s.input).gzip_bytes), dense));
     });
     const curves = [
       ...(pretrain?.history?.length ? [{ phase: 'pretrain', epochs: pretrain.history }] : []),

@@ -1,7 +1,7 @@
 // Adversarial examples on plain arrays, with any Frozen network (fused onnxruntime graphs or tfjs).
 // ε is in [0,1] pixel space; every step is projected onto the ε-ball and clipped to [0,1].
 import type { AttackLoss, Frozen } from '../engine/net.js';
-import { boxOf, project, stepInPlace } from '../engine/step.js';
+import { project } from '../engine/step.js';
 import type { Rng } from '../util/rng.js';
 
 export interface PgdConfig {
@@ -51,32 +51,13 @@ export function oneHot(y: Int32Array, classes: number): Float32Array {
 }
 
 /**
- * One PGD iteration on the cross-entropy toward `labels` (`target` is their one-hot form): the engine's fused
- * step when it has one, else its gradient and the step in JS. Returns the next iterate (a new array) and
- * the logits at xAdv.
+ * Iterated gradient ascent on `loss` from `start`, projected after each step: the network's PGD step
+ * (gradient, step, projection and clipping; one onnxruntime call on the compiled engine).
  */
-export function pgdIterate(f: Frozen, xAdv: Float32Array, x: Float32Array, n: number, labels: Int32Array, target: Float32Array, c: PgdConfig): { next: Float32Array; logits: Float32Array } {
-  if (f.pgdStep) return f.pgdStep(xAdv, x, n, target, c.alpha, c.eps, c.norm);
-  const { grad, logits } = f.lossGrad(xAdv, n, { kind: 'ce', labels });
-  const next = xAdv.slice();
-  stepInPlace(next, grad, x, n, c, c.norm === 'linf' ? boxOf(x, c.eps) : undefined);
-  return { next, logits };
-}
-
-/** Iterated gradient ascent on `loss` from `start`, projected after each step. */
 function ascendLoop(f: Frozen, x: Float32Array, start: Float32Array, n: number, c: PgdConfig, loss: AttackLoss, classes: number): Float32Array {
-  if (f.pgdStep) {
-    // fused in the engine: gradient, step, projection and clipping in one call
-    const target = loss.kind === 'kl' ? loss.target : oneHot(loss.labels, classes);
-    let xAdv = start;
-    for (let s = 0; s < c.steps; s++) xAdv = f.pgdStep(xAdv, x, n, target, c.alpha, c.eps, c.norm).next;
-    return xAdv;
-  }
-  const xAdv = start;
-  const box = c.norm === 'linf' ? boxOf(x, c.eps) : undefined;
-  for (let s = 0; s < c.steps; s++) {
-    stepInPlace(xAdv, f.lossGrad(xAdv, n, loss).grad, x, n, c, box);
-  }
+  const target = loss.kind === 'kl' ? loss.target : oneHot(loss.labels, classes);
+  let xAdv = start;
+  for (let s = 0; s < c.steps; s++) xAdv = f.pgdStep(xAdv, x, n, target, c.alpha, c.eps, c.norm).next;
   return xAdv;
 }
 

@@ -121,13 +121,16 @@ export function accuracy(net: Net, d: Dataset, limit = d.length, batch = 256, ov
     const m = Math.min(batch, n - s);
     const z = f.logits(d.x.subarray(s * per, (s + m) * per), m);
     const k = z.length / m;
-    for (let r = 0; r < m; r++) {
-      let best = 0;
-      for (let j = 1; j < k; j++) if (z[r * k + j]! > z[r * k + best]!) best = j;
-      if (best === d.y[s + r]) correct++;
-    }
+    for (let r = 0; r < m; r++) if (topClass(z, r, k) === d.y[s + r]) correct++;
   }
   return n ? correct / n : 0;
+}
+
+/** The predicted class of row r of [n, k] logits. */
+function topClass(z: Float32Array, r: number, k: number): number {
+  let best = 0;
+  for (let j = 1; j < k; j++) if (z[r * k + j]! > z[r * k + best]!) best = j;
+  return best;
 }
 
 /** Accuracy under PGD (one restart) on the first `limit` examples. */
@@ -144,12 +147,7 @@ export function robustAccuracy(net: Net, d: Dataset, limit: number, pgd: PgdConf
     // robust: classified correctly both as it is and at the attack's final iterate
     const clean = f.logits(x, m);
     const adv = f.logits(pgdAttack(f, x, y, m, k, pgd, rng), m);
-    const top = (z: Float32Array, r: number): number => {
-      let best = 0;
-      for (let j = 1; j < k; j++) if (z[r * k + j]! > z[r * k + best]!) best = j;
-      return best;
-    };
-    for (let r = 0; r < m; r++) if (top(clean, r) === y[r] && top(adv, r) === y[r]) robust++;
+    for (let r = 0; r < m; r++) if (topClass(clean, r, k) === y[r] && topClass(adv, r, k) === y[r]) robust++;
   }
   return n ? robust / n : 0;
 }

@@ -4,7 +4,7 @@
 // Every iterate's logits come free with the engine's step: candidates the engine says are misclassified,
 // and every final candidate, are re-checked by onnxruntime on the artifact, which alone decides.
 import type { Frozen } from '../engine/net.js';
-import { pgdIterate, randomStart } from '../train/attacks.js';
+import { randomStart } from '../train/attacks.js';
 import type { Rng } from '../util/rng.js';
 import type { OrtClassifier } from './classifier.js';
 import { argmax } from './equivalence.js';
@@ -69,7 +69,7 @@ export async function pgdVerify(
   const checkPred = new Int32Array(B);
   const fooled = new Uint8Array(B);
   while (active > 0) {
-    const r = pgdIterate(f, xa, xc, B, labels, target, c);
+    const r = f.pgdStep(xa, xc, B, target, c.alpha, c.eps, c.norm);
     stats.engine_steps += active;
     // candidates for onnxruntime: the engine says misclassified, or the last iterate of a run
     let m = 0;

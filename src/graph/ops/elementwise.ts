@@ -5,10 +5,11 @@ import { broadcastIndex, broadcastShapes, hostBinary, hostUnary } from '../host.
 import type { OpCtx } from '../values.js';
 import { defineOp } from './registry.js';
 
-/** Both inputs as tf tensors of one dtype (float32 wins over int32). */
+/** Both inputs as tf tensors of one dtype (float32 wins over int32), their broadcast size checked first. */
 function pair(c: OpCtx, i = 0, j = 1): [tf.Tensor, tf.Tensor] {
   let a = c.t(i);
   let b = c.t(j);
+  c.checkOutput(broadcastShapes(a.shape, b.shape, `${c.node.label}: `));
   if (a.dtype !== b.dtype) {
     if (a.dtype === 'float32' || b.dtype === 'float32') {
       a = a.dtype === 'float32' ? a : tf.cast(a, 'float32');
@@ -34,7 +35,6 @@ function binary(name: string, tfFn: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, n
         return [hostBinary(a, b, intDiv ? (x, y) => Math.trunc(x / y) : num, big, bool ? 'bool' : undefined, `${c.node.label}: `)];
       }
       const [a, b] = pair(c);
-      c.checkOutput(broadcastShapes(a.shape, b.shape, `${c.node.label}: `));
       return [tfFn(a, b)];
     },
   });
@@ -73,7 +73,6 @@ defineOp('Mod', {
       return [hostBinary(a, b, num, big, undefined, `${c.node.label}: `)];
     }
     const [a, b] = pair(c);
-    c.checkOutput(broadcastShapes(a.shape, b.shape, `${c.node.label}: `));
     if (!fmod) return [tf.mod(a, b)];
     const af = a.dtype === 'float32' ? a : tf.cast(a, 'float32');
     const bf = b.dtype === 'float32' ? b : tf.cast(b, 'float32');
