@@ -11,8 +11,7 @@ import { Net } from '../src/engine/net.js';
 import { makeRng } from '../src/util/rng.js';
 import { buildModel, encode, floatInit, node } from './helpers/build-model.js';
 import { encodeTensor, hostTensor } from '../src/onnx/tensor.js';
-import { supportedOpTypes } from '../src/graph/ops/index.js';
-import { gradStatus } from '../src/engine/compile/grad-rules.js';
+import { capabilities, defineOp, opSpec, opTypes } from '../src/ops/index.js';
 
 const engine = selectEngine('ort');
 const reference = { ...engine, kind: 'cpu' as const, description: 'tfjs cpu' };
@@ -256,6 +255,21 @@ for (const c of CASES) {
 }
 
 test('every operator the converter supports has a gradient rule or a declared reason for having none', () => {
-  const missing = supportedOpTypes().filter((op) => !gradStatus(op));
+  const missing = opTypes().filter((op) => {
+    const g = capabilities(op).grad;
+    return !g || (g.kind === 'none' && !g.reason.trim());
+  });
   assert.deepEqual(missing, [], `operators without a gradient rule or a reason: ${missing.join(', ')}`);
+});
+
+test('op specs: the registry rejects a second spec for an operator; linear bounds stand on a gradient rule', () => {
+  assert.throws(() => defineOp({ type: 'Relu', forward: { run: () => [] }, grad: { none: 'test' } }), /Relu is defined twice/);
+  // CROWN maps bound coefficients back through linear layers with their gradient rules
+  const noRule = opTypes().filter((op) => { const s = opSpec(op)!; return s.bounds?.crown && s.bounds.crown !== 'relu' && typeof s.grad !== 'function'; });
+  assert.deepEqual(noRule, []);
+  // every quantized op names a weight input that is also a parameter slot of the op
+  for (const op of opTypes()) {
+    const s = opSpec(op)!;
+    if (s.quant) assert.ok(s.params, `${op} quantizes weights but declares no parameters`);
+  }
 });

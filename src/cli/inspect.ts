@@ -1,10 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { loadModel } from '../onnx/model.js';
 import { summarize } from '../graph/analyze.js';
-import { supportedOpTypes } from '../graph/ops/index.js';
-import { gradStatus } from '../engine/compile/grad-rules.js';
-import { boundSupport } from '../engine/compile/bounds.js';
-import { QUANTIZED_OPS } from '../quant/qdq.js';
+import { capabilities as opCapabilities } from '../ops/index.js';
 import { fmtInt, parseInputShapes, pct, printJson, table, withModelOptions } from './common.js';
 
 interface Args { model: string; json: boolean; 'input-shape'?: string[] }
@@ -24,14 +21,12 @@ export interface OpCapability {
 }
 
 export function capabilities(histogram: Record<string, number>): OpCapability[] {
-  const converts = new Set(supportedOpTypes());
   return Object.entries(histogram).sort((a, b) => b[1] - a[1]).map(([op, nodes]) => {
-    const g = gradStatus(op);
-    const b = boundSupport(op);
+    const c = opCapabilities(op);
     return {
-      op, nodes, converts: converts.has(op),
-      gradient: !g ? 'per-op tfjs fallback' : g.kind === 'rule' ? 'rule' : `no gradient (${g.reason})`,
-      ibp: b.ibp, crown: b.crown, int8_weights: QUANTIZED_OPS.includes(op),
+      op, nodes, converts: c.converts,
+      gradient: !c.grad ? 'per-op tfjs fallback' : c.grad.kind === 'rule' ? 'rule' : `no gradient (${c.grad.reason})`,
+      ibp: c.ibp, crown: c.crown, int8_weights: c.quantizes,
     };
   });
 }

@@ -1,5 +1,5 @@
 // A description of any ONNX model (ours or not): structure, support, parameters and sparsity.
-import { stripQdq } from '../quant/qdq.js';
+import { stripQdq } from '../onnx/qdq-float.js';
 import { densifySparse } from '../onnx/sparse.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -9,9 +9,9 @@ import { toNum } from '../onnx/proto.js';
 import { decodeTensor, dtypeFromCode, numel, type HostTensor } from '../onnx/tensor.js';
 import { OnnxError } from '../util/errors.js';
 import { PreparedGraph, findParams, type ParamRole } from './graph.js';
-import { parseNode } from './ir.js';
+import { parseNode } from '../ops/ir.js';
 import { countMacs } from './macs.js';
-import { unsupportedReason } from './ops/index.js';
+import { unsupportedReason } from '../ops/index.js';
 
 export interface LayerInfo {
   name: string;

@@ -6,12 +6,12 @@ import { cloneModel, declaredElemType, declaredShape, realInputs, topoOrder, typ
 import { decodeTensor, dtypeFromCode, isFloat, overwriteTensorData, type DType, type HostTensor } from '../onnx/tensor.js';
 import { OnnxError, UnsupportedOpsError } from '../util/errors.js';
 import { checkOutputSize, sampleLimitFor } from '../onnx/limits.js';
-import { parseNode, type Node } from './ir.js';
-import { getOp, unsupportedReason } from './ops/index.js';
-import { hostToTf, isHost, OpCtx, tfToHost, type RunEnv, type Val } from './values.js';
+import { parseNode, type Node } from '../ops/ir.js';
+import { opSpec, unsupportedReason, type ParamRole } from '../ops/index.js';
+import { hostToTf, isHost, OpCtx, tfToHost, type RunEnv, type Val } from '../ops/values.js';
 import path from 'node:path';
 
-export type ParamRole = 'weight' | 'bias' | 'scale' | 'running_mean' | 'running_var' | 'slope';
+export type { ParamRole };
 
 export interface ParamInfo {
   name: string;
@@ -44,19 +44,6 @@ export interface PrepareOptions {
   /** report every folded/removed node (for inspect) */
   verbose?: boolean;
 }
-
-const WEIGHT_SLOTS: Record<string, [number, ParamRole, boolean][]> = {
-  // [input slot, role, prunable]
-  Conv: [[1, 'weight', true], [2, 'bias', false]],
-  ConvTranspose: [[1, 'weight', true], [2, 'bias', false]],
-  Gemm: [[1, 'weight', true], [2, 'bias', false]],
-  BatchNormalization: [[1, 'scale', false], [2, 'bias', false], [3, 'running_mean', false], [4, 'running_var', false]],
-  InstanceNormalization: [[1, 'scale', false], [2, 'bias', false]],
-  LayerNormalization: [[1, 'scale', false], [2, 'bias', false]],
-  PRelu: [[1, 'slope', false]],
-};
-/** Unary ops a weight may pass through on its way to the layer (exports with constant folding off). */
-const PASS_THROUGH = new Set(['Identity', 'Transpose', 'Cast', 'Reshape', 'Unsqueeze', 'Squeeze', 'Flatten']);
 
 /** The ONNX model prepared for execution: nodes sorted, constants folded, parameters found. */
 export class PreparedGraph {
@@ -237,7 +224,7 @@ export function findParams(nodes: Node[], inits: Map<string, HostTensor>): Map<s
     for (let hops = 0; hops < 8; hops++) {
       if (inits.has(name)) return name;
       const p = producer.get(name);
-      if (!p || !PASS_THROUGH.has(p.opType)) return undefined;
+      if (!p || !opSpec(p.opType)?.paramPassThrough) return undefined;
       name = p.inputs[0]!;
     }
     return undefined;
@@ -246,23 +233,18 @@ export function findParams(nodes: Node[], inits: Map<string, HostTensor>): Map<s
     const t = inits.get(init)!;
     if (!isFloat(t.dtype) || params.has(init)) return;
     const trainable = role !== 'running_mean' && role !== 'running_var';
-    let fanIn: number | undefined;
-    if (prunable) {
-      if (n.opType === 'Conv') fanIn = t.shape.slice(1).reduce((p, d) => p * d, 1);
-      else if (n.opType === 'ConvTranspose') fanIn = t.shape[0]! / ((n.attrs.get('group') as number) ?? 1) * t.shape.slice(2).reduce((p, d) => p * d, 1);
-      else if (n.opType === 'Gemm') fanIn = (n.attrs.get('transB') as number) === 1 ? t.shape[1] : t.shape[0];
-      else if (n.opType === 'MatMul') fanIn = t.shape[t.shape.length - 2];
-    }
+    const fanIn = prunable ? opSpec(n.opType)?.params?.fanIn?.(t.shape, n) : undefined;
     params.set(init, { name: init, shape: t.shape, dtype: t.dtype, role, trainable, prunable, node: n.label, opType: n.opType, fanIn });
   };
   const consumers = new Map<string, Node[]>();
   for (const n of nodes) for (const i of n.inputs) consumers.set(i, [...(consumers.get(i) ?? []), n]);
   for (const n of nodes) {
-    for (const [slot, role, prunable] of WEIGHT_SLOTS[n.opType] ?? []) {
+    const slots = opSpec(n.opType)?.params;
+    for (const [slot, role, prunable] of slots?.slots ?? []) {
       const src = n.inputs[slot] ? source(n.inputs[slot]!) : undefined;
       if (src) add(src, role, prunable, n);
     }
-    if (n.opType === 'MatMul') {
+    if (slots?.constantOperand) {
       // x·W (+ b): the constant operand is the weight, a constant added to the product is its bias
       for (const slot of [1, 0]) {
         const src = source(n.inputs[slot]!);
@@ -319,7 +301,7 @@ function sameHost(a: HostTensor, b: HostTensor): boolean {
 
 /** Run one node, turning any failure into an error that names it. */
 export function runNode(n: Node, inputs: (Val | undefined)[], env: RunEnv): Val[] {
-  const op = getOp(n.opType, n.domain);
+  const op = opSpec(n.opType, n.domain)?.forward;
   if (!op) throw new OnnxError(`${n.label}: unsupported op`);
   try {
     return op.run(new OpCtx(n, inputs, env));

@@ -2,7 +2,7 @@
 // dense products (Conv, ConvTranspose, Gemm, MatMul) that dominate a classifier's cost; elementwise work,
 // pooling and normalisation are not counted (the usual convention of MAC counters such as thop/ptflops).
 import type { PreparedGraph } from './graph.js';
-import { Attrs } from './ir.js';
+import { Attrs } from '../ops/ir.js';
 
 export interface MacCount {
   /** per example (the batch dimension is 1) */

@@ -4,6 +4,7 @@
 // only), so each gap is closed with differentiable ops: dilated kernels are zero-inserted, strided windows
 // are taken with slice+reshape, and groups are split.
 import { tf } from './tf.js';
+import { poolDivisors } from '../onnx/semantics.js';
 
 export type Pads2D = [number, number, number, number]; // top, left, bottom, right
 
@@ -148,33 +149,8 @@ export function maxPool2dComposite(x: tf.Tensor4D, p: Pool2DParams): tf.Tensor4D
   return acc;
 }
 
-/**
- * Divisors of average pooling per output position, as onnxruntime computes them: with count_include_pad the
- * window counts explicit pads but not the ceil-mode overhang past them; without it, only real input elements.
- */
-export function avgPoolDivisors(inH: number, inW: number, p: Pool2DParams, countIncludePad: boolean): Float32Array {
-  const [oh, ow] = p.out;
-  const count = (o: number, s: number, k: number, d: number, pBegin: number, pEnd: number, size: number): number => {
-    const start = o * s - pBegin;
-    const end = Math.min(start + (k - 1) * d + 1, size + pEnd);
-    if (countIncludePad) return Math.ceil((end - start) / d);
-    let c = 0;
-    for (let t = start; t < end; t += d) if (t >= 0 && t < size) c++;
-    return c;
-  };
-  const out = new Float32Array(oh * ow);
-  for (let i = 0; i < oh; i++) {
-    const ch = count(i, p.strides[0], p.kernel[0], p.dilations[0], p.pads[0], p.pads[2], inH);
-    for (let j = 0; j < ow; j++) {
-      const cw = count(j, p.strides[1], p.kernel[1], p.dilations[1], p.pads[1], p.pads[3], inW);
-      out[i * ow + j] = 1 / Math.max(1, ch * cw);
-    }
-  }
-  return out;
-}
-
 export function avgPool2dComposite(x: tf.Tensor4D, p: Pool2DParams, countIncludePad: boolean): tf.Tensor4D {
-  const inv = avgPoolDivisors(x.shape[2], x.shape[3], p, countIncludePad);
+  const inv = poolDivisors([x.shape[2], x.shape[3]], { ...p, kernel: [...p.kernel], strides: [...p.strides], dilations: [...p.dilations], pads: [...p.pads], out: [...p.out] }, countIncludePad);
   if (p.dilations[0] === 1 && p.dilations[1] === 1) {
     // tfjs averages over the whole (zero-padded) window: rescale to ONNX's divisor per position
     const k = p.kernel[0] * p.kernel[1];

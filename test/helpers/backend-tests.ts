@@ -6,9 +6,9 @@ import { loadModel } from '../../src/onnx/model.js';
 import { onnx } from '../../src/onnx/proto.js';
 import { decodeTensor, isFloat, numberAt, type HostTensor } from '../../src/onnx/tensor.js';
 import { TfGraph } from '../../src/graph/graph.js';
-import { parseNode } from '../../src/graph/ir.js';
-import { unsupportedReason } from '../../src/graph/ops/index.js';
-import { hostToTf, type Val } from '../../src/graph/values.js';
+import { parseNode } from '../../src/ops/ir.js';
+import { unsupportedReason } from '../../src/ops/index.js';
+import { hostToTf, type Val } from '../../src/ops/values.js';
 import { UnsupportedOpsError } from '../../src/util/errors.js';
 
 export const TESTDATA_DIRS = [

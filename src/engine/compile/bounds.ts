@@ -4,38 +4,23 @@
 // Abs, Max, … so it differentiates (for IBP training) and runs (for verification) like any other.
 // Hand-written: no JS library emits interval graphs for ONNX models.
 import type { NodeProto } from '../../onnx/proto.js';
-import { Attrs, parseNode } from '../../graph/ir.js';
+import { Attrs, parseNode } from '../../ops/ir.js';
 import { decodeTensor, numberAt } from '../../onnx/tensor.js';
-import { gradRule, type GradCtx } from './grad-rules.js';
-import { GraphBuilder } from './builder.js';
+import { COMPILED_OPSET, opSpec, type GradCtx, type Interval } from '../../ops/index.js';
+import { GraphBuilder } from '../../onnx/builder.js';
 import { UserError } from '../../util/errors.js';
-import { COMPILED_OPSET } from './normalize.js';
 
 export const BOUNDS_EPS = 'bounds/eps';
 export const BOUNDS_OUT = 'bounds/logits';
 export const BOUNDS_SPEC = 'bounds/spec';
+/** per-element input box of bound graphs made with inputBox 'explicit' (shape of the input) */
+export const BOUNDS_LOWER = 'bounds/lower';
+export const BOUNDS_UPPER = 'bounds/upper';
 
 /** The model has an operation that interval bounds cannot pass (named in the message). */
 export class BoundsUnsupportedError extends UserError {}
 
-interface Iv { l?: string; u?: string; c?: string; r?: string }
-
-/** ops that map [l, u] to [f(l), f(u)]: monotone non-decreasing in their data input, or pure data movement */
-const MONOTONE = new Set([
-  'Identity', 'Reshape', 'Flatten', 'Transpose', 'Squeeze', 'Unsqueeze', 'Slice', 'Expand', 'Tile', 'Pad', 'Concat', 'Split',
-  'Gather', 'MaxPool', 'GlobalMaxPool', 'AveragePool', 'GlobalAveragePool', 'ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin',
-  'Relu', 'Sigmoid', 'Tanh', 'Elu', 'Softplus', 'Erf', 'Exp', 'Clip', 'Sqrt', 'Log', 'Dropout', 'Max', 'Min', 'Celu', 'Selu',
-]);
-/** ops with their own interval rule in emitBounds (besides MONOTONE); keep in step with its switch */
-const IBP_RULES = new Set(['LeakyRelu', 'HardSigmoid', 'Neg', 'Add', 'Sub', 'Mul', 'Div', 'Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'BatchNormalization']);
-
-/** Whether interval (IBP) and CROWN bounds go through `op` (attribute- and input-dependent limits aside). */
-export function boundSupport(op: string): { ibp: boolean; crown: boolean } {
-  return { ibp: MONOTONE.has(op) || IBP_RULES.has(op), crown: op === 'Relu' || LINEAR.has(op) || AFFINE.has(op) };
-}
-
-/** for these only input 0 carries data; the others must be constants */
-const DATA_INPUT_0 = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Slice', 'Expand', 'Tile', 'Pad', 'Gather', 'ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin', 'Clip', 'Split']);
+type Iv = Interval;
 
 /**
  * From the nodes of a forward builder (inputs `xName` and parameters, output `logits`), a builder whose
@@ -49,18 +34,28 @@ export interface CrownOptions {
   classes: number;
 }
 
-export function emitBounds(src: GraphBuilder, xName: string, logits: string, shapeOf: (name: string) => number[], crown?: CrownOptions, margins = false): GraphBuilder {
+/**
+ * `inputBox` 'eps' (default): the input interval is [max(x−ε, 0), min(x+ε, 1)] from the inputs x and
+ * `bounds/eps`. 'explicit': it is [`bounds/lower`, `bounds/upper`], two inputs of x's shape that replace x
+ * and `bounds/eps` (any box, not clipped to [0,1]; e.g. VNN-LIB input boxes).
+ */
+export function emitBounds(src: GraphBuilder, xName: string, logits: string, shapeOf: (name: string) => number[], crown?: CrownOptions, margins = false, inputBox: 'eps' | 'explicit' = 'eps'): GraphBuilder {
   const b = new GraphBuilder(COMPILED_OPSET, 'ibp');
-  for (const i of src.inputs) b.input(i.name, i.dtype, i.shape);
+  for (const i of src.inputs) if (inputBox === 'eps' || i.name !== xName) b.input(i.name, i.dtype, i.shape);
   b.initializers.push(...src.initializers);
   for (const t of src.initializers) b.reserve(t.name ?? '');
   for (const n of src.nodes) for (const o of n.output ?? []) b.reserve(o);
-  const eps = b.input(BOUNDS_EPS, 'float32', []);
   const iv = new Map<string, Iv>();
-  iv.set(xName, {
-    l: b.op('Max', [b.op('Sub', [xName, eps]), b.scalarF(0)]),
-    u: b.op('Min', [b.op('Add', [xName, eps]), b.scalarF(1)]),
-  });
+  if (inputBox === 'explicit') {
+    const xShape = src.inputs.find((i) => i.name === xName)!.shape;
+    iv.set(xName, { l: b.input(BOUNDS_LOWER, 'float32', xShape), u: b.input(BOUNDS_UPPER, 'float32', xShape) });
+  } else {
+    const eps = b.input(BOUNDS_EPS, 'float32', []);
+    iv.set(xName, {
+      l: b.op('Max', [b.op('Sub', [xName, eps]), b.scalarF(0)]),
+      u: b.op('Min', [b.op('Add', [xName, eps]), b.scalarF(1)]),
+    });
+  }
   const lu = (v: string): [string, string] => {
     const I = iv.get(v)!;
     if (!I.l) {
@@ -99,10 +94,11 @@ export function emitBounds(src: GraphBuilder, xName: string, logits: string, sha
       throw new BoundsUnsupportedError(`interval bounds (IBP): ${why} at ${n.label}`);
     };
     const op = n.opType;
-    const a = new Attrs(n);
+    const rules = opSpec(op)?.bounds;
+    if (!rules) return fail(`no interval rule for ${op}`);
     const set = (o: string, I: Iv): void => void iv.set(o, I);
-    if (MONOTONE.has(op)) {
-      if (DATA_INPUT_0.has(op) && dep.slice(1).some(Boolean)) fail(`${op} with a shape/index input that depends on the input`);
+    if (rules.ibp === 'monotone') {
+      if (rules.dataInput0 && dep.slice(1).some(Boolean)) fail(`${op} with a shape/index input that depends on the input`);
       const lo = fresh(n.outputs, 'l');
       const hi = fresh(n.outputs, 'u');
       emit(proto, ins.map((i) => (i && iv.has(i) ? lu(i)[0] : i)), lo);
@@ -111,97 +107,10 @@ export function emitBounds(src: GraphBuilder, xName: string, logits: string, sha
       n.outputs.forEach((o, k) => o && !(op === 'MaxPool' && k === 1) && set(o, { l: lo[k], u: hi[k] }));
       return;
     }
-    switch (op) {
-      case 'LeakyRelu': case 'HardSigmoid': {
-        if (a.float('alpha', 0.01) < 0) fail(`${op} with negative alpha`);
-        const [l, u] = lu(ins[0]!);
-        const lo = b.fresh('l');
-        const hi = b.fresh('u');
-        emit(proto, [l], [lo]);
-        emit(proto, [u], [hi]);
-        set(n.outputs[0]!, { l: lo, u: hi });
-        return;
-      }
-      case 'Neg': {
-        const [l, u] = lu(ins[0]!);
-        set(n.outputs[0]!, { l: b.op('Neg', [u]), u: b.op('Neg', [l]) });
-        return;
-      }
-      case 'Add': case 'Sub': {
-        if (dep[0] && dep[1]) {
-          const [la, ua] = lu(ins[0]!);
-          const [lb, ub] = lu(ins[1]!);
-          set(n.outputs[0]!, op === 'Add' ? { l: b.op('Add', [la, lb]), u: b.op('Add', [ua, ub]) } : { l: b.op('Sub', [la, ub]), u: b.op('Sub', [ua, lb]) });
-        } else if (dep[0]) {
-          const [c, r] = cr(ins[0]!);
-          set(n.outputs[0]!, { c: b.op(op, [c, ins[1]!]), r });
-        } else {
-          const [c, r] = cr(ins[1]!);
-          set(n.outputs[0]!, op === 'Add' ? { c: b.op('Add', [ins[0]!, c]), r } : { c: b.op('Sub', [ins[0]!, c]), r });
-        }
-        return;
-      }
-      case 'Mul': {
-        if (dep[0] && dep[1]) {
-          const [la, ua] = lu(ins[0]!);
-          const [lb, ub] = lu(ins[1]!);
-          const p = [b.op('Mul', [la, lb]), b.op('Mul', [la, ub]), b.op('Mul', [ua, lb]), b.op('Mul', [ua, ub])];
-          set(n.outputs[0]!, { l: b.op('Min', p), u: b.op('Max', p) });
-        } else {
-          const [v, k] = dep[0] ? [ins[0]!, ins[1]!] : [ins[1]!, ins[0]!];
-          const [c, r] = cr(v);
-          set(n.outputs[0]!, { c: b.op('Mul', [c, k]), r: b.op('Mul', [r, abs(k)]) });
-        }
-        return;
-      }
-      case 'Div': {
-        if (dep[1]) fail('division by a value that depends on the input');
-        const [c, r] = cr(ins[0]!);
-        set(n.outputs[0]!, { c: b.op('Div', [c, ins[1]!]), r: b.op('Div', [r, abs(ins[1]!)]) });
-        return;
-      }
-      case 'Conv': case 'ConvTranspose': {
-        if (dep[1] || dep[2]) fail(`${op} whose weights depend on the input`);
-        const [c, r] = cr(ins[0]!);
-        const co = b.fresh('c');
-        const ro = b.fresh('r');
-        emit(proto, [c, ...ins.slice(1)], [co]);
-        emit(proto, [r, abs(ins[1]!)], [ro]);
-        set(n.outputs[0]!, { c: co, r: ro });
-        return;
-      }
-      case 'Gemm': case 'MatMul': {
-        if (dep[0] && dep[1]) fail(`${op} of two values that depend on the input`);
-        if (dep[2]) fail('Gemm bias that depends on the input');
-        const k = dep[0] ? 0 : 1;
-        const [c, r] = cr(ins[k]!);
-        const other = ins[1 - k]!;
-        const co = b.fresh('c');
-        const ro = b.fresh('r');
-        emit(proto, k === 0 ? [c, ...ins.slice(1)] : [ins[0]!, c, ...ins.slice(2)], [co]);
-        const attrs = (proto.attribute ?? []).filter((x) => x.name !== 'beta' && x.name !== 'alpha');
-        const alpha = a.float('alpha', 1);
-        if (op === 'Gemm' && alpha !== 1) attrs.push({ name: 'alpha', type: 1, f: Math.abs(alpha) });
-        emit(proto, k === 0 ? [r, abs(other)] : [abs(other), r], [ro], attrs);
-        set(n.outputs[0]!, { c: co, r: ro });
-        return;
-      }
-      case 'BatchNormalization': {
-        if (dep.slice(1).some(Boolean)) fail('BatchNormalization statistics that depend on the input');
-        const [c, r] = cr(ins[0]!);
-        const co = b.fresh('c');
-        emit(proto, [c, ...ins.slice(1)], [co]);
-        // |scale / sqrt(var + ε)| per channel, broadcast over [N, C, …]
-        const k = b.op('Div', [ins[1]!, b.op('Sqrt', [b.op('Add', [ins[4]!, b.scalarF(a.float('epsilon', 1e-5))])])]);
-        const rank = shapeOf(ins[0]!).length;
-        const ka = b.op('Abs', [k]);
-        const kb = rank > 2 ? b.op('Unsqueeze', [ka, b.constI64(Array.from({ length: rank - 2 }, (_, i) => i + 1))]) : ka;
-        set(n.outputs[0]!, { c: co, r: b.op('Mul', [r, kb]) });
-        return;
-      }
-      default:
-        return fail(`no interval rule for ${op}`);
-    }
+    rules.ibp({
+      b, node: n, proto, a: new Attrs(n), dep, lu, cr, abs, set, fail, shapeOf,
+      emit: (inputs, outputs, attribute) => emit(proto, inputs, outputs, attribute),
+    });
   });
   if (!iv.has(logits)) throw new BoundsUnsupportedError('interval bounds (IBP): the output does not depend on the input');
   if (margins) {
@@ -273,11 +182,6 @@ function emitMargins(b: GraphBuilder, src: GraphBuilder, logits: string, iv: Map
   return b.reshape(b.op('Sub', [b.op('MatMul', [sp, b.unsqueeze(l, [2])]), b.op('MatMul', [sn, b.unsqueeze(u, [2])])]), [n, k]);
 }
 
-/** ops that are linear maps of their data inputs (no offset) */
-const LINEAR = new Set(['Identity', 'Dropout', 'Flatten', 'Reshape', 'Squeeze', 'Unsqueeze', 'Transpose', 'GlobalAveragePool', 'AveragePool', 'ReduceMean', 'ReduceSum', 'Slice', 'Split', 'Neg', 'Expand']);
-/** affine ops: a linear map of the data input plus an offset f(0) */
-const AFFINE = new Set(['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'BatchNormalization', 'Add', 'Sub', 'Mul', 'Div', 'Concat', 'Pad']);
-
 /**
  * CROWN (Zhang et al. 2018) lower bounds of the margins spec·logits, the spec fed as `bounds/spec`
  * [N, classes, classes] (row s of example i: e_{y_i} − e_s), propagated backwards from the logits with the
@@ -309,7 +213,8 @@ function emitCrown(b: GraphBuilder, src: GraphBuilder, xName: string, logits: st
     const fail = (why: string): never => {
       throw new BoundsUnsupportedError(`CROWN-IBP: ${why} at ${n0.label}; use --objective ibp`);
     };
-    if (op === 'Relu') {
+    const crown = opSpec(op)?.bounds?.crown;
+    if (crown === 'relu') {
       const L = lamOf(n0.outputs[0]!)!;
       const zs = shapes.get(n0.inputs[0]!)!;
       const [lo, hi] = lu(n0.inputs[0]!);
@@ -328,15 +233,14 @@ function emitCrown(b: GraphBuilder, src: GraphBuilder, xName: string, logits: st
       offsets.push(b.reshape(reduceRest(b.reshape(b.op('Mul', [Rn, un(tu)]), [rows, ...zs.slice(1)]), zs.length), [rows]));
       continue;
     }
-    if (!LINEAR.has(op) && !AFFINE.has(op)) fail(`no linear relaxation for ${op}`);
-    if ((op === 'Mul' || op === 'MatMul' || op === 'Gemm') && dep[0] && dep[1]) fail(`${op} of two values that depend on the input`);
-    if (op === 'Div' && dep[1]) fail('division by a value that depends on the input');
-    if ((op === 'Gemm' || op === 'Conv' || op === 'ConvTranspose') && !dep[0]) fail(`${op} whose weights depend on the input`);
-    const rule = gradRule(op);
-    if (!rule) fail(`no backward rule for ${op}`);
+    if (!crown) return fail(`no linear relaxation for ${op}`);
+    const why = crown.unsupported?.(n0, dep);
+    if (why) fail(why);
+    const rule = opSpec(op)!.grad;
+    if (typeof rule !== 'function') return fail(`no backward rule for ${op}`);
     const a = new Attrs(n0);
     const ctx: GradCtx = {
-      b, node: n0, a, opset: COMPILED_OPSET,
+      b, node: n0, a,
       x: (i) => n0.inputs[i]!,
       y: (i) => n0.outputs[i]!,
       dy: (i) => (n0.outputs[i] ? lamOf(n0.outputs[i]!) : undefined),
@@ -351,22 +255,19 @@ function emitCrown(b: GraphBuilder, src: GraphBuilder, xName: string, logits: st
       },
       has: (i) => !!n0.inputs[i],
     };
-    const grads = rule!(ctx);
+    const grads = rule(ctx);
     grads.forEach((g, i) => {
       const v = n0.inputs[i];
       if (g && v && dep[i]) lam.set(v, [...(lam.get(v) ?? []), g]);
     });
-    if (AFFINE.has(op) && !(op === 'MatMul' || op === 'Mul' || op === 'Div')) {
+    if (crown.offset?.(n0, dep)) {
       // offset f(0): the node with its input-dependent operands set to zero, one example
-      if (op === 'Pad' && n0.inputs[2] || op === 'Concat' && dep.some((d) => !d) || op === 'Gemm' && n0.inputs[2] || op === 'Conv' && n0.inputs[2] ||
-        op === 'ConvTranspose' && n0.inputs[2] || op === 'BatchNormalization' || ((op === 'Add' || op === 'Sub') && dep.some((d) => !d))) {
-        const zeros = n0.inputs.map((v, i) => (v && dep[i] ? b.constF(new Float32Array(shapes.get(v)!.slice(1).reduce((p, d) => p * d, 1)), [1, ...shapes.get(v)!.slice(1)]) : v));
-        const f0 = b.fresh('f0');
-        b.nodes.push({ ...n0.proto, name: b.fresh(`${op}_f0`), input: zeros, output: [f0] });
-        const ys = shapes.get(n0.outputs[0]!)!;
-        const L = lamOf(n0.outputs[0]!)!;
-        offsets.push(reduceRest(b.op('Mul', [L, f0]), ys.length));
-      }
+      const zeros = n0.inputs.map((v, i) => (v && dep[i] ? b.constF(new Float32Array(shapes.get(v)!.slice(1).reduce((p, d) => p * d, 1)), [1, ...shapes.get(v)!.slice(1)]) : v));
+      const f0 = b.fresh('f0');
+      b.nodes.push({ ...n0.proto, name: b.fresh(`${op}_f0`), input: zeros, output: [f0] });
+      const ys = shapes.get(n0.outputs[0]!)!;
+      const L = lamOf(n0.outputs[0]!)!;
+      offsets.push(reduceRest(b.op('Mul', [L, f0]), ys.length));
     }
   }
   const Lx = lamOf(xName);

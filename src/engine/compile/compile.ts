@@ -8,17 +8,24 @@
 import seedrandom from 'seedrandom';
 import { tf } from '../../tfjs/tf.js';
 import type { PreparedGraph } from '../../graph/graph.js';
-import { Attrs, parseNode, type Node } from '../../graph/ir.js';
-import { decodeTensor, numberAt, hostTensor, type HostTensor } from '../../onnx/tensor.js';
+import { Attrs, parseNode, type Node } from '../../ops/ir.js';
+import { decodeTensor, numberAt, type HostTensor } from '../../onnx/tensor.js';
 import { onnx } from '../../onnx/proto.js';
-import { GraphBuilder } from './builder.js';
-import { gradRule, type GradCtx } from './grad-rules.js';
-import { COMPILED_OPSET, emitNormalized, shapeLookup } from './normalize.js';
+import { GraphBuilder } from '../../onnx/builder.js';
+import { COMPILED_OPSET, opSpec, type GradCtx, type GradRule } from '../../ops/index.js';
+import { emitNormalized, shapeLookup } from './normalize.js';
 import { NotCompilableError } from './errors.js';
 import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds } from './bounds.js';
 import { SyncSession, type OrtOut } from '../ort-sync.js';
 
 export { NotCompilableError };
+
+/** The gradient rule of a node's operator (no gradient: nothing flows back). */
+export function gradientOf(n: Node): GradRule {
+  const grad = opSpec(n.opType)?.grad;
+  if (!grad) throw new NotCompilableError(`no gradient rule for ${n.opType} (${n.label})`);
+  return typeof grad === 'function' ? grad : () => [];
+}
 
 interface BnStat { mean: string; var: string; runMean: string; runVar: string; momentum: number }
 interface DropMask { name: string; ratio: number; shape: number[] }
@@ -248,10 +255,9 @@ function differentiate(f: Forward, shapes: Map<string, number[]>, wrt: string[],
     const n = nodes[k]!;
     if (!n.outputs.some((o) => contrib.has(o))) continue;
     if (!n.inputs.some((i) => req.has(i))) continue;
-    const rule = gradRule(n.opType);
-    if (!rule) throw new NotCompilableError(`no gradient rule for ${n.opType} (${n.label})`);
+    const rule = gradientOf(n);
     const ctx: GradCtx = {
-      b: bb, node: n, a: new Attrs(n), opset: COMPILED_OPSET,
+      b: bb, node: n, a: new Attrs(n),
       x: (i) => env.fwdValue(n.inputs[i]!),
       y: (i) => env.fwdValue(n.outputs[i]!),
       dy: (i) => (n.outputs[i] ? gradOf(n.outputs[i]!) : undefined),
@@ -345,6 +351,13 @@ export interface CompiledRunOptions {
 type Feed = { data: Float32Array | BigInt64Array | Int32Array | Uint8Array; shape: readonly number[] };
 
 export type AttackLoss = { kind: 'ce'; labels: Int32Array } | { kind: 'kl'; target: Float32Array };
+/**
+ * Backpropagate a given gradient dz with respect to the logits [n, classes] to the input (a loss computed
+ * from the logits outside the engine, e.g. APGD's DLR). `logits`, the logits at x when the caller has
+ * them, saves the compiled engine a forward pass. A type of its own so that code narrowing AttackLoss to
+ * its two kinds keeps compiling.
+ */
+export type LogitGradLoss = { kind: 'logit-grad'; dz: Float32Array; logits?: Float32Array };
 
 /**
  * Fixed weights: logits and loss gradients with respect to the input, one onnxruntime call each. One
@@ -373,11 +386,23 @@ export class FrozenNet {
   }
 
   /** Gradient of the summed loss with respect to x, and the logits at x. */
-  lossGrad(x: Float32Array, batch: number, loss: AttackLoss): { grad: Float32Array; logits: Float32Array } {
+  lossGrad(x: Float32Array, batch: number, loss: AttackLoss | LogitGradLoss): { grad: Float32Array; logits: Float32Array } {
     const { s, t } = this.session(batch, 'grad');
     let target: Float32Array;
     if (loss.kind === 'kl') target = loss.target;
-    else {
+    else if (loss.kind === 'logit-grad') {
+      // the fused graph backpropagates softmax(z) − target: target = softmax(z) − dz leaves dz
+      const z = loss.logits ?? this.logits(x, batch);
+      const k = t.classes;
+      target = new Float32Array(batch * k);
+      for (let r = 0; r < batch; r++) {
+        let m = -Infinity;
+        for (let j = 0; j < k; j++) m = Math.max(m, z[r * k + j]!);
+        let sum = 0;
+        for (let j = 0; j < k; j++) sum += Math.exp(z[r * k + j]! - m);
+        for (let j = 0; j < k; j++) target[r * k + j] = Math.exp(z[r * k + j]! - m) / sum - loss.dz[r * k + j]!;
+      }
+    } else {
       target = new Float32Array(batch * t.classes);
       for (let i = 0; i < batch; i++) target[i * t.classes + loss.labels[i]!] = 1;
     }

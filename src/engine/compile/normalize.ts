@@ -4,14 +4,17 @@
 // Softmax's 2-D coercion before opset 13.
 import type { NodeProto } from '../../onnx/proto.js';
 import type { PreparedGraph } from '../../graph/graph.js';
-import { Attrs, type Node } from '../../graph/ir.js';
+import { Attrs, type Node } from '../../ops/ir.js';
 import { numberAt, type HostTensor } from '../../onnx/tensor.js';
-import type { GraphBuilder } from './builder.js';
+import type { GraphBuilder } from '../../onnx/builder.js';
 import { NotCompilableError } from './errors.js';
+import { reduceAxesFromInput, softmaxAxis } from '../../onnx/semantics.js';
+import { COMPILED_OPSET } from '../../ops/index.js';
 
-export const COMPILED_OPSET = 17;
+export { COMPILED_OPSET };
 
-const REDUCE_ATTR_OPS = new Set(['ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2', 'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare']);
+/** reductions other than ReduceSum (whose axes moved to an input at opset 13, the others' at 18) */
+const REDUCE_OPS = new Set(['ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2', 'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare']);
 
 /** Emit node `n` of a model at `opset` into builder `b` (opset 17) with the same input/output names. */
 export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: Map<string, HostTensor>, shapeOf: (name: string) => number[]): void {
@@ -30,10 +33,9 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
   const ins = n.inputs;
   switch (n.opType) {
     case 'Softmax': case 'LogSoftmax': case 'Hardmax': {
-      if (opset >= 13) return b.copy(proto);
       const r = rankOf(ins[0]!);
-      let axis = a.int('axis', 1);
-      if (axis < 0) axis += r;
+      const { axis, coerce2d } = softmaxAxis(opset, a.int('axis'), r);
+      if (!coerce2d) return b.copy(proto);
       if (axis === r - 1) return copyWith(ins, ['axis'], [{ name: 'axis', type: 2, i: -1 }]);
       // coerced to 2-D at `axis`: flatten, softmax over the rows, shape back
       const flat = b.op('Flatten', [ins[0]!], { axis });
@@ -61,7 +63,7 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
       if (opset >= 13 || !a.has('split')) return b.copy(proto);
       return copyWith([ins[0]!, b.constI64(a.ints('split', []))], ['split']);
     case 'ReduceSum':
-      if (opset >= 13 || !a.has('axes')) return b.copy(proto);
+      if (reduceAxesFromInput('ReduceSum', opset) || !a.has('axes')) return b.copy(proto);
       return copyWith([ins[0]!, b.constI64(a.ints('axes', []))], ['axes']);
     case 'Clip': {
       if (opset >= 11) return b.copy(proto);
@@ -85,7 +87,7 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
       if (opset >= 10) return b.copy(proto);
       return copyWith([ins[0]!, b.constI64(a.ints('starts', [])), b.constI64(a.ints('ends', [])), ...(a.has('axes') ? [b.constI64(a.ints('axes', []))] : [])], ['starts', 'ends', 'axes']);
     default:
-      if (opset >= 18 && REDUCE_ATTR_OPS.has(n.opType)) {
+      if (REDUCE_OPS.has(n.opType) && reduceAxesFromInput(n.opType, opset) && !reduceAxesFromInput(n.opType, COMPILED_OPSET)) {
         if (!ins[1]) return copyWith([ins[0]!]);
         return copyWith([ins[0]!], [], [{ name: 'axes', type: 7, ints: constInts(ins[1]) }]);
       }

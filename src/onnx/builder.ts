@@ -1,6 +1,6 @@
 // Building ONNX graphs programmatically (forward and backward models for onnxruntime).
-import { onnx, type AttributeProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../../onnx/proto.js';
-import { dtypeCode, encodeTensor, hostTensor, type DType, type HostTensor } from '../../onnx/tensor.js';
+import { onnx, type AttributeProto, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js';
+import { dtypeCode, encodeTensor, hostTensor, type DType, type HostTensor } from './tensor.js';
 
 export type AttrIn = number | number[] | string | HostTensor | { floats: number[] } | { float: number };
 
