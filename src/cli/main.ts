@@ -31,6 +31,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(verifyCommand as never)
     .command(runCommand as never)
     .command(dataCommand as never)
+    .command((await import('./bench.js')).benchCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strictCommands()
     .strictOptions()

@@ -356,7 +356,7 @@ defineOp({
     const dx = g.b.op('ScatterElements', [zeros, idx, flat], { axis: 0, reduction: 'add' });
     return [g.b.reshape(dx, xs)];
   },
-  bounds: { ibp: 'monotone' },
+  bounds: { ibp: 'monotone', crown: 'max-window' },
 });
 defineOp({
   type: 'AveragePool',

@@ -72,11 +72,13 @@ export interface IbpCtx {
 export type IbpRule = (c: IbpCtx) => void;
 
 /**
- * Linear bounds (CROWN): 'relu' is relaxed by two lines; other operators must be linear or affine in their
- * input-dependent operand, so the backward pass of the bounds is their gradient rule. `offset` says when
- * the node adds a constant f(0) that the bound must carry; `unsupported` rejects a configuration up front.
+ * Linear bounds (CROWN): 'relu' is relaxed by two lines; 'max-window' (MaxPool) by the window's element with
+ * the largest lower bound below and the largest upper bound above; other operators must be linear or
+ * affine in their input-dependent operand, so the backward pass of the bounds is their gradient rule.
+ * `offset` says when the node adds a constant f(0) that the bound must carry; `unsupported` rejects a
+ * configuration up front.
  */
-export type CrownRule = 'relu' | {
+export type CrownRule = 'relu' | 'max-window' | {
   offset?(node: Node, dep: boolean[]): boolean;
   unsupported?(node: Node, dep: boolean[]): string | undefined;
 };

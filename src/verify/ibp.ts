@@ -1,21 +1,52 @@
-// IBP verified accuracy: interval bounds of the margins z_y − z_j over the L∞ ball (∩ [0,1]), with the
-// class differences folded into the last linear layer, run as one ONNX graph on onnxruntime-node. An
-// example is verified when every margin's lower bound is positive: no input in the ball changes its class.
-import { marginBoundsModel } from '../engine/compile/compile.js';
+// Verified accuracy from bounds: lower bounds of the margins z_y − z_j over the L∞ ball (∩ [0,1]), by IBP
+// (class differences folded into the last linear layer) or CROWN, run as one ONNX graph on onnxruntime-node.
+// An example is verified when every margin's lower bound is positive: no input in the ball changes its class.
+import { crownMarginModel, marginBoundsModel } from '../engine/compile/compile.js';
 import { BOUNDS_EPS, BOUNDS_SPEC } from '../engine/compile/bounds.js';
 import type { TfGraph } from '../graph/graph.js';
 import { createSession, type Provider } from '../runtime/ort.js';
 import * as ort from 'onnxruntime-node';
 import type { Progress } from '../util/progress.js';
 
+export interface MarginBoundOptions {
+  batch?: number;
+  provider?: Provider;
+  bar?: Progress;
+  /** CROWN instead of IBP; `neurons`: the largest ReLU layer (per example) whose bounds get their own CROWN pass */
+  crown?: { neurons: number };
+  /** filled in with CROWN: ReLU layers bounded by CROWN and those left with IBP bounds */
+  layers?: { crown: number; ibp: number };
+}
+
 /** Lower bounds of z_y − z_j ([n, classes], 0 at j = y) for the n images in x. */
-export async function marginLowerBounds(graph: TfGraph, x: Float32Array, y: Int32Array, n: number, eps: number, o: { batch?: number; provider?: Provider; bar?: Progress } = {}): Promise<Float32Array> {
+export async function marginLowerBounds(graph: TfGraph, x: Float32Array, y: Int32Array, n: number, eps: number, o: MarginBoundOptions = {}): Promise<Float32Array> {
   const shape = graph.inputs[0]!.shape.slice(1) as number[];
   const per = shape.reduce((p, d) => p * d, 1);
   const outShape = graph.prepared.shapes.get(graph.outputs[0]!);
   const k = (outShape?.at(-1) as number) ?? 10;
-  const batch = Math.min(o.batch ?? 256, Math.max(1, n));
-  const s = await createSession(marginBoundsModel(graph.prepared, batch), { provider: o.provider });
+  let batch = Math.min(o.batch ?? 256, Math.max(1, n));
+  if (o.crown) {
+    // a CROWN pass of a layer with m neurons carries 2m coefficient rows per example down to the input:
+    // keep the largest coefficient tensor near 2^26 floats (256 MB)
+    let rowsPerExample = k;
+    let first = true;
+    for (const node of graph.prepared.runNodes) {
+      if (node.opType !== 'Relu') continue;
+      // (the first ReLU layer usually keeps its exact interval bounds, see emitBounds)
+      if (first) { first = false; continue; }
+      const m = (graph.prepared.shapes.get(node.inputs[0]!) ?? []).slice(1).reduce((p: number, d) => p * (d as number), 1);
+      if (m <= o.crown.neurons) rowsPerExample = Math.max(rowsPerExample, 2 * m);
+    }
+    const widest = Math.max(per, ...[...graph.prepared.shapes.values()].map((sh) => sh.slice(1).reduce((p: number, d) => p * (d as number), 1)));
+    batch = Math.max(1, Math.min(batch, Math.floor(2 ** 26 / (rowsPerExample * widest))));
+  }
+  let model: Uint8Array;
+  if (o.crown) {
+    const c = crownMarginModel(graph.prepared, batch, o.crown.neurons);
+    model = c.model;
+    if (o.layers) Object.assign(o.layers, { crown: c.crownLayers, ibp: c.ibpLayers });
+  } else model = marginBoundsModel(graph.prepared, batch);
+  const s = await createSession(model, { provider: o.provider });
   const params: Record<string, ort.Tensor> = {};
   for (const name of s.inputNames) {
     const v = graph.variables.get(name);

@@ -5,7 +5,7 @@
 // Hand-written: no JS library emits interval graphs for ONNX models.
 import type { NodeProto } from '../../onnx/proto.js';
 import { Attrs, parseNode } from '../../ops/ir.js';
-import { decodeTensor, numberAt } from '../../onnx/tensor.js';
+import { decodeTensor, hostTensor, numberAt } from '../../onnx/tensor.js';
 import { COMPILED_OPSET, opSpec, type GradCtx, type Interval } from '../../ops/index.js';
 import { GraphBuilder } from '../../onnx/builder.js';
 import { UserError } from '../../util/errors.js';
@@ -28,6 +28,15 @@ type Iv = Interval;
  * `bounds/eps`.
  */
 export interface CrownOptions {
+  /**
+   * Full CROWN: before each ReLU, its pre-activation bounds are tightened by a CROWN pass of their own
+   * (identity specification, the earlier ReLUs already tightened), intersected with IBP, when the layer
+   * has at most this many neurons per example (the pass carries 2·neurons coefficient rows per example);
+   * larger layers keep their IBP bounds. Unset: CROWN-IBP (IBP bounds for every ReLU).
+   */
+  intermediate?: number;
+  /** filled in: ReLU layers bounded by CROWN, and those left with IBP bounds because of their size */
+  stats?: { crownLayers: number; ibpLayers: number };
   /** shapes of every value of the forward graph at the compiled batch size */
   shapes: Map<string, number[]>;
   batch: number;
@@ -73,6 +82,33 @@ export function emitBounds(src: GraphBuilder, xName: string, logits: string, sha
     }
     return [I.c, I.r!];
   };
+  // before the first ReLU and the second channel-mixing layer, interval bounds in centre/radius form are
+  // exact (one linear map, then elementwise affine maps): a CROWN pass would give the same bounds
+  let mixingLayers = 0;
+  let relusSeen = 0;
+  const tightenByCrown = (z: string): void => {
+    const zs = crown!.shapes.get(z)!;
+    const m = zs.slice(1).reduce((p, d) => p * d, 1);
+    if (relusSeen++ === 0 && mixingLayers <= 1) {
+      if (crown!.stats) crown!.stats.crownLayers++;
+      return;
+    }
+    if (m > crown!.intermediate!) {
+      if (crown!.stats) crown!.stats.ibpLayers++;
+      return;
+    }
+    if (crown!.stats) crown!.stats.crownLayers++;
+    const n = crown!.batch;
+    // rows [e_j; −e_j] per neuron j: lower bounds of z_j and of −z_j (= −upper)
+    const eye = b.op('EyeLike', [b.op('ConstantOfShape', [b.constI64([m, m])], { value: hostTensor('float32', [1], [0]) })]);
+    const rows = b.op('Concat', [eye, b.op('Neg', [eye])], { axis: 0 });
+    const lam0 = b.reshape(b.op('Expand', [b.unsqueeze(rows, [0]), b.constI64([n, 2 * m, m])]), [n * 2 * m, ...zs.slice(1)]);
+    const bound = crownBackward(b, src, xName, z, lam0, 2 * m, iv, lu, crown!, 'CROWN');
+    const [lIbp, uIbp] = lu(z);
+    const lower = b.reshape(b.slice(bound, [0], [m], [1]), zs);
+    const upper = b.reshape(b.op('Neg', [b.slice(bound, [m], [2 * m], [1])]), zs);
+    iv.set(z, { l: b.op('Max', [lIbp, lower]), u: b.op('Min', [uIbp, upper]) });
+  };
   const absCache = new Map<string, string>();
   const abs = (w: string): string => {
     let a = absCache.get(w);
@@ -94,11 +130,14 @@ export function emitBounds(src: GraphBuilder, xName: string, logits: string, sha
       throw new BoundsUnsupportedError(`interval bounds (IBP): ${why} at ${n.label}`);
     };
     const op = n.opType;
+    if (op === 'Conv' || op === 'ConvTranspose' || op === 'Gemm' || op === 'MatMul') mixingLayers++;
+    else if (dep.filter(Boolean).length > 1) mixingLayers += 2; // a join of two input-dependent values
     const rules = opSpec(op)?.bounds;
     if (!rules) return fail(`no interval rule for ${op}`);
     const set = (o: string, I: Iv): void => void iv.set(o, I);
     if (rules.ibp === 'monotone') {
       if (rules.dataInput0 && dep.slice(1).some(Boolean)) fail(`${op} with a shape/index input that depends on the input`);
+      if (crown?.intermediate && rules.crown === 'relu') tightenByCrown(ins[0]!);
       const lo = fresh(n.outputs, 'l');
       const hi = fresh(n.outputs, 'u');
       emit(proto, ins.map((i) => (i && iv.has(i) ? lu(i)[0] : i)), lo);
@@ -114,7 +153,10 @@ export function emitBounds(src: GraphBuilder, xName: string, logits: string, sha
   });
   if (!iv.has(logits)) throw new BoundsUnsupportedError('interval bounds (IBP): the output does not depend on the input');
   if (margins) {
-    b.add('Identity', [emitMargins(b, src, logits, iv, lu, cr, shapeOf)], {}, [BOUNDS_OUT]);
+    const ibpMargins = emitMargins(b, src, logits, iv, lu, cr, shapeOf);
+    // both are sound lower bounds: their maximum is, and it is never looser than IBP
+    const best = crown ? b.op('Max', [ibpMargins, emitCrown(b, src, xName, logits, iv, lu, crown)]) : ibpMargins;
+    b.add('Identity', [best], {}, [BOUNDS_OUT]);
     b.setOutputs([BOUNDS_OUT]);
     return b;
   }
@@ -135,7 +177,7 @@ export function emitBounds(src: GraphBuilder, xName: string, logits: string, sha
  */
 function emitMargins(b: GraphBuilder, src: GraphBuilder, logits: string, iv: Map<string, Iv>, lu: (v: string) => [string, string], cr: (v: string) => [string, string], shapeOf: (name: string) => number[]): string {
   const [n, k] = shapeOf(logits) as [number, number];
-  const spec = b.input(BOUNDS_SPEC, 'float32', [n, k, k]);
+  const spec = specInput(b, n, k);
   const specT = b.op('Transpose', [spec], { perm: [0, 2, 1] });
   const nodes = src.nodes.map((p, i) => parseNode(p, i));
   const producer = (v: string) => nodes.find((x) => x.outputs.includes(v));
@@ -190,12 +232,30 @@ function emitMargins(b: GraphBuilder, src: GraphBuilder, logits: string, iv: Map
  * map is its transpose), over a batch of N·classes coefficient rows. Returns the bounds as [N, classes].
  */
 function emitCrown(b: GraphBuilder, src: GraphBuilder, xName: string, logits: string, iv: Map<string, Iv>, lu: (v: string) => [string, string], o: CrownOptions): string {
-  const { shapes, batch: n, classes: k } = o;
-  const rows = n * k;
-  const spec = b.input(BOUNDS_SPEC, 'float32', [n, k, k]);
+  const { batch: n, classes: k } = o;
+  const spec = specInput(b, n, k);
+  return crownBackward(b, src, xName, logits, b.reshape(spec, [n * k, k]), k, iv, lu, o, o.intermediate ? 'CROWN' : 'CROWN-IBP');
+}
+
+/** The margin specification input `bounds/spec` [N, classes, classes], declared once per graph. */
+function specInput(b: GraphBuilder, n: number, k: number): string {
+  if (!b.inputs.some((i) => i.name === BOUNDS_SPEC)) b.input(BOUNDS_SPEC, 'float32', [n, k, k]);
+  return BOUNDS_SPEC;
+}
+
+/**
+ * Lower bounds [N, S] of Σ λ·v over the input box, for coefficients `lam0` [N·S, …shape of v] (S rows per
+ * example), propagated backwards from v to the input: ReLUs relaxed by two lines from their current
+ * pre-activation bounds, every other operator linear or affine (its gradient rule maps the coefficients
+ * back; its offset f(0) is added).
+ */
+function crownBackward(b: GraphBuilder, src: GraphBuilder, xName: string, start: string, lam0: string, S: number, iv: Map<string, Iv>, lu: (v: string) => [string, string], o: CrownOptions, method: string): string {
+  const { shapes, batch: n } = o;
+  const k = S;
+  const rows = n * S;
   const asRows = (s: number[]): number[] => [rows, ...s.slice(1)];
   const nodes = src.nodes.map((p, i) => parseNode(p, i));
-  const lam = new Map<string, string[]>([[logits, [b.reshape(spec, [rows, k])]]]);
+  const lam = new Map<string, string[]>([[start, [lam0]]]);
   const lamOf = (v: string): string | undefined => {
     const parts = lam.get(v);
     if (!parts?.length) return undefined;
@@ -211,7 +271,7 @@ function emitCrown(b: GraphBuilder, src: GraphBuilder, xName: string, logits: st
     if (!n0.outputs.some((v) => v && lam.has(v))) continue;
     const op = n0.opType;
     const fail = (why: string): never => {
-      throw new BoundsUnsupportedError(`CROWN-IBP: ${why} at ${n0.label}; use --objective ibp`);
+      throw new BoundsUnsupportedError(`${method}: ${why} at ${n0.label}${method === 'CROWN-IBP' ? '; use --objective ibp' : ''}`);
     };
     const crown = opSpec(op)?.bounds?.crown;
     if (crown === 'relu') {
@@ -231,6 +291,30 @@ function emitCrown(b: GraphBuilder, src: GraphBuilder, xName: string, logits: st
       const back = b.op('Add', [b.op('Mul', [Rp, un(sl)]), b.op('Mul', [Rn, un(su)])]);
       lam.set(n0.inputs[0]!, [...(lam.get(n0.inputs[0]!) ?? []), b.reshape(back, asRows(zs))]);
       offsets.push(b.reshape(reduceRest(b.reshape(b.op('Mul', [Rn, un(tu)]), [rows, ...zs.slice(1)]), zs.length), [rows]));
+      continue;
+    }
+    if (crown === 'max-window') {
+      // below: y ≥ the window's element with the largest lower bound; above: y ≤ the largest upper bound
+      // (a constant). MaxPool's Indices are flat over the whole [N, C, H, W] input.
+      const L = lamOf(n0.outputs[0]!)!;
+      const zs = shapes.get(n0.inputs[0]!)!;
+      const ys = shapes.get(n0.outputs[0]!)!;
+      const [lo, hi] = lu(n0.inputs[0]!);
+      const idx = b.fresh('argmax') + '/argmax';
+      b.nodes.push({ ...n0.proto, name: b.fresh('MaxPool_lower'), input: [lo], output: [b.fresh('maxl'), idx] });
+      const top = b.fresh('maxu');
+      b.nodes.push({ ...n0.proto, name: b.fresh('MaxPool_upper'), input: [hi], output: [top] });
+      const inner = zs.slice(1).reduce((p, d) => p * d, 1);
+      const outInner = ys.slice(1).reduce((p, d) => p * d, 1);
+      const local = b.op('Sub', [b.reshape(idx, [n, 1, outInner]), b.constI64(Array.from({ length: n }, (_, i) => i * inner), [n, 1, 1])]);
+      const R = b.reshape(L, [n, k, outInner]);
+      const Rp = b.op('Relu', [R]);
+      const Rn = b.op('Sub', [R, Rp]);
+      const at = b.reshape(b.op('Expand', [local, b.constI64([n, k, outInner])]), [rows, outInner]);
+      const zeros = b.op('ConstantOfShape', [b.constI64([rows, inner])], { value: hostTensor('float32', [1], [0]) });
+      const back = b.op('ScatterElements', [zeros, at, b.reshape(Rp, [rows, outInner])], { axis: 1, reduction: 'add' });
+      lam.set(n0.inputs[0]!, [...(lam.get(n0.inputs[0]!) ?? []), b.reshape(back, asRows(zs))]);
+      offsets.push(b.reshape(b.reduce('ReduceSum', b.op('Mul', [Rn, b.reshape(top, [n, 1, outInner])]), [2], false), [rows]));
       continue;
     }
     if (!crown) return fail(`no linear relaxation for ${op}`);

@@ -15,7 +15,7 @@ import { GraphBuilder } from '../../onnx/builder.js';
 import { COMPILED_OPSET, opSpec, type GradCtx, type GradRule } from '../../ops/index.js';
 import { emitNormalized, shapeLookup } from './normalize.js';
 import { NotCompilableError } from './errors.js';
-import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds } from './bounds.js';
+import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds, type CrownOptions } from './bounds.js';
 import { SyncSession, type OrtOut } from '../ort-sync.js';
 
 export { NotCompilableError };
@@ -139,10 +139,11 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
 }
 
 /** The interval-bound form of an (inference-mode) forward graph: output Concat(lower, upper) of the logits. */
-function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean, crown: boolean, threads?: number, margins = false): Forward {
+function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean, crown: boolean | Pick<CrownOptions, 'intermediate' | 'stats'>, threads?: number, margins = false): Forward {
   const f = emitForward(p, batch, false, withIndices, bake);
   const shapes = crown ? probeShapes(f, threads) : undefined;
-  const fb = emitBounds(f.fb, f.xName, f.logits, shapeLookup(p, batch), shapes && { shapes, batch, classes: f.classes }, margins);
+  const extra = typeof crown === 'object' ? crown : {};
+  const fb = emitBounds(f.fb, f.xName, f.logits, shapeLookup(p, batch), shapes && { shapes, batch, classes: f.classes, ...extra }, margins);
   const consts = new Map(f.consts);
   for (const t of fb.initializers) if (!consts.has(t.name ?? '')) consts.set(t.name!, decodeTensor(t));
   return { ...f, fb, consts, extraInputs: crown ? [BOUNDS_EPS, BOUNDS_SPEC] : [BOUNDS_EPS], logits: BOUNDS_OUT };
@@ -166,6 +167,19 @@ export function boundsModel(p: PreparedGraph, batch: number, crown = false): Uin
 export function marginBoundsModel(p: PreparedGraph, batch: number): Uint8Array {
   const f = boundsForward(p, batch, false, false, false, undefined, true);
   return modelBytes(f.fb, [f.logits]);
+}
+
+/**
+ * The same margins bounded by CROWN (Zhang et al. 2018), never looser than IBP (the elementwise maximum of
+ * both): every ReLU's pre-activation bounds are first tightened by their own CROWN pass when the layer has
+ * at most `intermediate` neurons per example (else they keep IBP's), then the margins are bounded backwards
+ * from the logits with the class-difference specification folded in. Also says how many ReLU layers got
+ * CROWN bounds.
+ */
+export function crownMarginModel(p: PreparedGraph, batch: number, intermediate: number): { model: Uint8Array; crownLayers: number; ibpLayers: number } {
+  const stats = { crownLayers: 0, ibpLayers: 0 };
+  const f = boundsForward(p, batch, false, false, { intermediate, stats }, undefined, true);
+  return { model: modelBytes(f.fb, [f.logits]), ...stats };
 }
 
 /** A model from a builder, its outputs listed by name only (onnxruntime infers their types). */
