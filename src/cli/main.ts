@@ -11,6 +11,7 @@ import { verifyCommand } from './verify.js';
 import { quantizeCommand } from './quantize.js';
 import { runCommand } from './run.js';
 import { dataCommand } from './data.js';
+import { benchCommand } from './bench.js';
 
 /** A message on one line: control characters (e.g. a newline inside a name read from a damaged file) escaped. */
 function oneLine(msg: string): string {
@@ -31,7 +32,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(verifyCommand as never)
     .command(runCommand as never)
     .command(dataCommand as never)
-    .command((await import('./bench.js')).benchCommand as never)
+    .command(benchCommand as never)
     .demandCommand(1, 'name a command (see --help)')
     .strictCommands()
     .strictOptions()

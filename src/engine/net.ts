@@ -3,13 +3,13 @@
 // else op by op on the tfjs backend.
 import { tf } from '../tfjs/tf.js';
 import { TfGraph } from '../graph/graph.js';
-import { CompiledNet, NotCompilableError, boundsModel, type AttackLoss } from './compile/compile.js';
+import { CompiledNet, NotCompilableError, boundsModel, type AttackLoss, type LogitGradLoss } from './compile/compile.js';
 import { BOUNDS_EPS, BOUNDS_SPEC } from './compile/bounds.js';
 import { loadModel } from '../onnx/model.js';
 import type { EngineInfo } from './select.js';
 import { boxOf, stepInPlace } from './step.js';
 
-export type { AttackLoss } from './compile/compile.js';
+export type { AttackLoss, LogitGradLoss } from './compile/compile.js';
 
 export interface LogitsOptions {
   training: boolean;
@@ -23,7 +23,7 @@ export interface LogitsOptions {
 /** Fixed weights: inference and input gradients of a summed loss, on Float32Arrays. */
 export interface Frozen {
   logits(x: Float32Array, n: number): Float32Array;
-  lossGrad(x: Float32Array, n: number, loss: AttackLoss): { grad: Float32Array; logits: Float32Array };
+  lossGrad(x: Float32Array, n: number, loss: AttackLoss | LogitGradLoss): { grad: Float32Array; logits: Float32Array };
   /**
    * One PGD iteration toward `target` (one-hot labels or probabilities): gradient of −Σ target·log softmax,
    * signed (L∞) or L2 step, projection and clipping; returns the next iterate (a new array) and the logits
@@ -156,11 +156,12 @@ export class Net {
     const lossGrad: Frozen['lossGrad'] = (x, n, loss) => tf.tidy(() => {
       const xt = tf.tensor(x, shapeOf(n));
       let logitsOut: Float32Array = new Float32Array();
-      const target = loss.kind === 'ce' ? tf.oneHot(tf.tensor1d(loss.labels, 'int32'), this.classes) : tf.tensor(loss.target, [n, this.classes]);
+      const target = loss.kind === 'ce' ? tf.oneHot(tf.tensor1d(loss.labels, 'int32'), this.classes) : tf.tensor(loss.kind === 'kl' ? loss.target : loss.dz, [n, this.classes]);
       const g = tf.grad((xx: tf.Tensor) => {
         const z = this.graph.forward(xx, {}, overrides).outputs[0]!;
         logitsOut = z.dataSync() as Float32Array;
-        return tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(z))));
+        // logit-grad: Σ dz·z, whose input gradient is dz backpropagated
+        return loss.kind === 'logit-grad' ? tf.sum(tf.mul(target, z)) : tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(z))));
       })(xt);
       return { grad: g.dataSync() as Float32Array, logits: logitsOut };
     });

@@ -1,6 +1,7 @@
 // `verify`: the verdict on the ONNX file onnxruntime-node runs: benign accuracy, white-box PGD (gradients
 // from onnx-hydra's graph of the same file, every candidate re-checked by onnxruntime), the black-box
-// Square attack on the artifact, randomized-smoothing certification and IBP verified accuracy.
+// Square attack on the artifact, the AutoAttack suite, randomized-smoothing certification and IBP verified
+// accuracy.
 import fs from 'node:fs';
 import { loadModel, declaredShape, realInputs, encodeModel } from '../onnx/model.js';
 import { withInputNormalization } from '../onnx/normalize-input.js';
@@ -19,6 +20,10 @@ import { OrtClassifier } from './classifier.js';
 import type { PgdEvalConfig } from './robustness.js';
 import { pgdVerify } from './pgd.js';
 import { squareAttack, type SquareConfig } from './square.js';
+import { autoAttack, type AutoAttackConfig, type AutoAttackResult } from './autoattack.js';
+import { encodeNpyFloat32 } from './npy.js';
+import { robustBenchEntry } from './robustbench.js';
+import { writeFileAtomic } from '../util/fs.js';
 import { NoiseSource } from './noise.js';
 import { ABSTAIN, certify, predictSmoothed, type SmoothingConfig } from './smoothing.js';
 import { marginLowerBounds, verifiedFlags } from './ibp.js';
@@ -34,7 +39,14 @@ export interface VerifyOptions {
   prepare?: PrepareOptions;
   pgd?: PgdEvalConfig;
   square?: SquareConfig;
+  autoattack?: AutoAttackConfig;
+  /** with autoattack: write, per evaluated image, the input that decided its verdict (.npy, float32) */
+  saveAdversarial?: string;
+  /** with autoattack: write a RobustBench-style model entry (JSON) */
+  robustbench?: string;
   ibp?: { eps: number };
+  /** CROWN verified accuracy; `neurons`: the largest ReLU layer (per example) that gets its own CROWN pass */
+  crown?: { eps: number; neurons: number };
   smoothing?: SmoothingConfig & { radii: number[]; mode: 'certify' | 'predict' | 'both' };
   seed: number;
   quiet: boolean;
@@ -56,8 +68,18 @@ export interface VerifyReport {
   benign: { acc: number; correct: number } & Timed;
   pgd?: { acc: number; settings: PgdEvalConfig; candidates: number; ort_tfjs_disagreements: number; disagreement_rate: number; engine_steps: number; early_stopping: string } & Timed;
   square?: { acc: number; settings: SquareConfig; queries: number; mean_queries: number } & Timed;
+  autoattack?: AutoAttackResult & Timed & { saved_adversarial?: string };
+  /** the RobustBench-style entry written (--robustbench) */
+  robustbench?: string;
   robust?: { acc: number; attacks: string[]; note: string };
   ibp?: { verified_acc: number; eps: number; verified: number; broken_by_attack: number; method: string } & Timed;
+  crown?: {
+    verified_acc: number; eps: number; verified: number; broken_by_attack: number; method: string;
+    /** ReLU layers whose pre-activation bounds came from their own CROWN pass, and those left with IBP's (too many neurons) */
+    relu_layers: { crown: number; ibp: number };
+    /** examples CROWN verifies and IBP does not (when both ran) */
+    gained_over_ibp?: number;
+  } & Timed;
   smoothing?: {
     settings: SmoothingConfig; certified: { radius: number; acc: number }[]; abstain_rate: number; mean_radius_correct: number;
     predict?: { acc: number; abstain_rate: number };
@@ -84,6 +106,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
   const d = o.data;
   const n = Math.min(o.limit ?? d.length, d.length);
   if (n < 1) throw new UserError('--limit must be ≥ 1');
+  if ((o.saveAdversarial || o.robustbench) && !o.autoattack) throw new UserError(`--${o.saveAdversarial ? 'save-adversarial' : 'robustbench'} needs --autoattack (it records the AutoAttack verdict)`);
   const per = d.shape[0] * d.shape[1] * d.shape[2];
   const x = d.x.subarray(0, n * per);
   const y = d.y.subarray(0, n);
@@ -130,9 +153,9 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
     // the float graph for gradients and bounds (QDQ: dequantised weights, straight-through activations)
     let graph: TfGraph | undefined;
     let net: Net | undefined;
-    if (o.pgd || o.ibp) {
+    if (o.pgd || o.ibp || o.crown || o.autoattack) {
       graph = TfGraph.fromModel(stripped.model, o.prepare);
-      if (o.pgd) {
+      if (o.pgd || o.autoattack) {
         net = new Net(graph, selectEngine(o.backend));
         report.engine = net.describe();
       }
@@ -140,6 +163,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
     const attacked: string[] = [];
     const robust = correct.slice();
     let pgdAlive: Uint8Array | undefined;
+    let ibpVerified: Uint8Array | undefined;
     try {
       if (o.pgd && net) {
         t = performance.now();
@@ -186,6 +210,32 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
           warnings.push(`the black-box Square attack (${(100 * acc).toFixed(2)}%) beat white-box PGD (${(100 * report.pgd.acc).toFixed(2)}%): the float graph's gradients may be masked or may not transfer to this artifact`);
         }
       }
+      if (o.autoattack && net) {
+        t = performance.now();
+        const c = o.autoattack;
+        const aa = await autoAttack(net.frozen(), clf, x, y, n, d.shape, correct, c, { batch: o.batch, seed: o.seed, quiet: o.quiet });
+        report.engine = net.describe();
+        sec = (performance.now() - t) / 1000;
+        report.autoattack = { ...aa.result, seconds: sec, images_per_second: rate(n, sec) };
+        for (let i = 0; i < n; i++) robust[i] &= aa.robust[i]!;
+        attacked.push(`AutoAttack-${c.version}`);
+        log(`AutoAttack (${c.version}) accuracy ${(100 * aa.result.acc).toFixed(2)}%`);
+        if (o.saveAdversarial) {
+          writeFileAtomic(o.saveAdversarial, encodeNpyFloat32(aa.adversarial, [n, ...clf.inputShape]));
+          report.autoattack.saved_adversarial = o.saveAdversarial;
+        }
+        if (o.robustbench) {
+          const entry = robustBenchEntry({ model, file: o.model, sha256: hash, dataset: o.dataSpec, n, cleanAcc: report.benign.acc, aa: aa.result });
+          writeFileAtomic(o.robustbench, `${JSON.stringify(entry, null, 2)}\n`);
+          report.robustbench = o.robustbench;
+        }
+        const disagree = aa.result.ort_engine_disagreements;
+        if (disagree > 0.05 * aa.result.candidates && aa.result.candidates > 20) {
+          warnings.push(`onnxruntime and onnx-hydra's graph disagree on ${((100 * disagree) / aa.result.candidates).toFixed(1)}% of the AutoAttack candidates${stripped.quantized ? ' (expected for an int8 model: gradients come from its float graph)' : ''}`);
+        }
+        const sq = aa.result.per_attack.find((r) => r.attack === 'Square');
+        if (sq && sq.broken > 0) warnings.push(`the black-box Square attack broke ${sq.broken} examples the gradient attacks of AutoAttack left robust: the float graph's gradients may be masked or may not transfer to this artifact`);
+      }
       if (attacked.length) {
         report.robust = {
           acc: robust.reduce((a, v) => a + v, 0) / n, attacks: attacked,
@@ -198,6 +248,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
         const lower = await marginLowerBounds(graph, x, y, n, o.ibp.eps, { batch: o.batch, provider: o.provider, bar: ib });
         ib.stop();
         const v = verifiedFlags(lower, y, n, classes);
+        ibpVerified = v;
         let broken = 0;
         for (let i = 0; i < n; i++) if (v[i] && (!correct[i] || (pgdAlive && !pgdAlive[i] && o.pgd!.eps <= o.ibp.eps))) broken++;
         sec = (performance.now() - t) / 1000;
@@ -210,6 +261,35 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
         if (stripped.quantized) warnings.push('IBP bounds are computed on the float graph of this int8 model (dequantised weights, no activation rounding); they are not a proof for the integer kernels');
         if (broken) warnings.push(`${broken} examples verified by IBP were misclassified or broken by an attack: the bounds are unsound for this model, please report it`);
         log(`IBP verified accuracy ${(100 * report.ibp.verified_acc).toFixed(2)}% at ε ${o.ibp.eps}`);
+      }
+      if (o.crown && graph) {
+        t = performance.now();
+        const cb = progressBar('CROWN', n, { quiet: o.quiet });
+        const layers = { crown: 0, ibp: 0 };
+        const lower = await marginLowerBounds(graph, x, y, n, o.crown.eps, { batch: o.batch, provider: o.provider, bar: cb, crown: { neurons: o.crown.neurons }, layers });
+        cb.stop();
+        const v = verifiedFlags(lower, y, n, classes);
+        // an attack within the certified ball (every attack run L∞ with ε ≤ CROWN's) must break no verified example
+        const attacks = [o.pgd, o.square, o.autoattack].filter((c): c is NonNullable<typeof c> => !!c);
+        const inBall = attacks.length > 0 && attacks.every((c) => (c.norm ?? 'linf') === 'linf' && c.eps <= o.crown!.eps);
+        let broken = 0;
+        for (let i = 0; i < n; i++) if (v[i] && (!correct[i] || (inBall && !robust[i]))) broken++;
+        sec = (performance.now() - t) / 1000;
+        const verified = v.reduce((a, b) => a + b, 0);
+        let gained: number | undefined;
+        if (ibpVerified && o.ibp!.eps === o.crown.eps) {
+          gained = 0;
+          for (let i = 0; i < n; i++) if (v[i] && !ibpVerified[i]) gained++;
+        }
+        report.crown = {
+          verified_acc: verified / n, eps: o.crown.eps, verified, broken_by_attack: broken,
+          method: `CROWN (backward linear bounds, adaptive ReLU lower slopes, class differences in the specification; the margin bound is the larger of CROWN's and IBP's), input box clipped to [0,1]; ReLU layers up to ${o.crown.neurons} neurons per example get their own CROWN pass, larger ones IBP bounds`,
+          relu_layers: layers, ...(gained !== undefined ? { gained_over_ibp: gained } : {}),
+          seconds: sec, images_per_second: rate(n, sec),
+        };
+        if (stripped.quantized) warnings.push('CROWN bounds are computed on the float graph of this int8 model (dequantised weights, no activation rounding); they are not a proof for the integer kernels');
+        if (broken) warnings.push(`${broken} examples verified by CROWN were misclassified or broken by an attack: the bounds are unsound for this model, please report it`);
+        log(`CROWN verified accuracy ${(100 * report.crown.verified_acc).toFixed(2)}% at ε ${o.crown.eps}`);
       }
     } finally {
       net?.dispose();

@@ -35,6 +35,12 @@ export interface CrownOptions {
    * larger layers keep their IBP bounds. Unset: CROWN-IBP (IBP bounds for every ReLU).
    */
   intermediate?: number;
+  /**
+   * relax MaxPool too (verification): its relaxation reads the window argmax through MaxPool's Indices
+   * output and ScatterElements, which the engine does not differentiate, so training bounds (CROWN-IBP)
+   * reject MaxPool instead
+   */
+  maxPool?: boolean;
   /** filled in: ReLU layers bounded by CROWN, and those left with IBP bounds because of their size */
   stats?: { crownLayers: number; ibpLayers: number };
   /** shapes of every value of the forward graph at the compiled batch size */
@@ -293,7 +299,7 @@ function crownBackward(b: GraphBuilder, src: GraphBuilder, xName: string, start:
       offsets.push(b.reshape(reduceRest(b.reshape(b.op('Mul', [Rn, un(tu)]), [rows, ...zs.slice(1)]), zs.length), [rows]));
       continue;
     }
-    if (crown === 'max-window') {
+    if (crown === 'max-window' && o.maxPool) {
       // below: y ≥ the window's element with the largest lower bound; above: y ≤ the largest upper bound
       // (a constant). MaxPool's Indices are flat over the whole [N, C, H, W] input.
       const L = lamOf(n0.outputs[0]!)!;
@@ -317,7 +323,7 @@ function crownBackward(b: GraphBuilder, src: GraphBuilder, xName: string, start:
       offsets.push(b.reshape(b.reduce('ReduceSum', b.op('Mul', [Rn, b.reshape(top, [n, 1, outInner])]), [2], false), [rows]));
       continue;
     }
-    if (!crown) return fail(`no linear relaxation for ${op}`);
+    if (!crown || crown === 'max-window') return fail(`no linear relaxation for ${op}`);
     const why = crown.unsupported?.(n0, dep);
     if (why) fail(why);
     const rule = opSpec(op)!.grad;

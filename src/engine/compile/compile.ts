@@ -139,7 +139,7 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
 }
 
 /** The interval-bound form of an (inference-mode) forward graph: output Concat(lower, upper) of the logits. */
-function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean, crown: boolean | Pick<CrownOptions, 'intermediate' | 'stats'>, threads?: number, margins = false): Forward {
+function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean, crown: boolean | Pick<CrownOptions, 'intermediate' | 'stats' | 'maxPool'>, threads?: number, margins = false): Forward {
   const f = emitForward(p, batch, false, withIndices, bake);
   const shapes = crown ? probeShapes(f, threads) : undefined;
   const extra = typeof crown === 'object' ? crown : {};
@@ -178,7 +178,7 @@ export function marginBoundsModel(p: PreparedGraph, batch: number): Uint8Array {
  */
 export function crownMarginModel(p: PreparedGraph, batch: number, intermediate: number): { model: Uint8Array; crownLayers: number; ibpLayers: number } {
   const stats = { crownLayers: 0, ibpLayers: 0 };
-  const f = boundsForward(p, batch, false, false, { intermediate, stats }, undefined, true);
+  const f = boundsForward(p, batch, false, false, { intermediate, stats, maxPool: true }, undefined, true);
   return { model: modelBytes(f.fb, [f.logits]), ...stats };
 }
 
