@@ -86,6 +86,11 @@ const ibpBatchNorm: IbpRule = (c) => {
   const kb = rank > 2 ? c.b.op('Unsqueeze', [ka, c.b.constI64(Array.from({ length: rank - 2 }, (_, i) => i + 1))]) : ka;
   c.set(c.node.outputs[0]!, { c: co, r: c.b.op('Mul', [r, kb]) });
 };
+/**
+ * Largest batch for the sub-pixel input gradient of strided convolutions; CROWN's backward passes run the
+ * same rule over thousands of coefficient rows, where ConvTranspose wins (HYDRA_SUBPIXEL_MAX_BATCH to measure).
+ */
+const SUBPIXEL_MAX_BATCH = Number(process.env.HYDRA_SUBPIXEL_MAX_BATCH ?? 1024);
 const weightsFromInput = (n: Node, dep: boolean[]): string | undefined => (!dep[0] ? `${n.opType} whose weights depend on the input` : undefined);
 const hasBias = (n: Node): boolean => !!n.inputs[2];
 const CONV_BOUNDS: BoundRules = { ibp: ibpConv, crown: { offset: hasBias, unsupported: weightsFromInput } };
@@ -129,7 +134,7 @@ defineOp({
       const flipPads = [...range(0, r).map((i) => (kernel[i]! - 1) * dil[i]! - pads[i]!), ...range(0, r).map((i) => xs[2 + i]! - ys[2 + i]! + (kernel[i]! - 1) * dil[i]! - ((kernel[i]! - 1) * dil[i]! - pads[i]!))];
       if (strides.every((s) => s === 1) && flipPads.every((p) => p >= 0)) {
         dx = g.b.op('Conv', [dy, flippedKernel(g.b, g.x(1), ws, group)], { pads: flipPads, dilations: dil, group, kernel_shape: kernel });
-      } else if (r === 2 && group === 1 && xs[1]! >= 8 && strides[0] === strides[1] && dil.every((d) => d === 1)) {
+      } else if (r === 2 && group === 1 && xs[1]! >= 8 && xs[0]! <= SUBPIXEL_MAX_BATCH && strides[0] === strides[1] && dil.every((d) => d === 1)) {
         // measured on the small CNN: 5.1 ms vs ConvTranspose's 7.2 ms for 32→16 channels; ConvTranspose stays
         // ahead when the input has few channels (1.2 vs 1.5 ms for the 1-channel input layer)
         dx = subPixelInputGrad(g.b, dy, g.x(1), xs, ws, ys, strides[0]!, pads);
