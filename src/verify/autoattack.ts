@@ -40,8 +40,10 @@ export interface AutoAttackRow {
   /** robust accuracy after this attack */
   acc_after: number;
   seconds: number;
-  /** gradient attacks: example-iterations on the engine; Square: onnxruntime queries */
-  work: number;
+  /** gradient attacks: example-iterations the engine ran */
+  engine_steps?: number;
+  /** Square: onnxruntime queries */
+  queries?: number;
   /** set when the attack could not run on this model (it then broke nothing) */
   skipped?: string;
 }
@@ -90,7 +92,8 @@ export async function autoAttack(
   for (const attack of AUTOATTACK_ATTACKS[c.version]) {
     const t0 = performance.now();
     const before = count();
-    let work = 0;
+    let engineSteps = 0;
+    let queries = 0;
     let skipped: string | undefined;
     if (before > 0) {
       if (attack === 'APGD-CE') {
@@ -98,7 +101,7 @@ export async function autoAttack(
         const s = await apgdVerify(f, clf, x, y, n, robust, 'ce', apgd, makeRng(`${o.seed}:autoattack-apgd-ce`), { batch: o.batch, onFooled, onProgress: (d) => bar.update(d - (n - before)) });
         bar.stop();
         add(s);
-        work = s.engine_steps;
+        engineSteps = s.engine_steps;
       } else if (attack === 'APGD-T') {
         if (k < 4) skipped = `the targeted DLR loss needs at least 4 classes, the model has ${k}`;
         else {
@@ -108,7 +111,7 @@ export async function autoAttack(
             const targets = Int32Array.from({ length: n }, (_, i) => rank[i * k + r]!);
             const s = await apgdVerify(f, clf, x, y, n, robust, 'dlr-targeted', apgd, makeRng(`${o.seed}:autoattack-apgd-t:${r}`), { batch: o.batch, targets, onFooled });
             add(s);
-            work += s.engine_steps;
+            engineSteps += s.engine_steps;
             bar.update(r, { robust: count() / n });
           }
           bar.stop();
@@ -120,20 +123,23 @@ export async function autoAttack(
           const targets = Int32Array.from({ length: n }, (_, i) => rank[i * k + r]!);
           const s = await fabTargeted(f, clf, x, y, n, robust, targets, { eps: c.eps, norm: c.norm, ...FAB }, { batch: o.batch, onFooled });
           add(s);
-          work += s.engine_steps;
+          engineSteps += s.engine_steps;
           bar.update(r, { robust: count() / n });
         }
         bar.stop();
       } else {
         const sq = AUTOATTACK_SETTINGS.square;
         const bar = progressBar(`Square-${sq.queries}`, sq.queries, { quiet: o.quiet });
-        work = await squareAttack(clf, x, y, n, shape, robust, { eps: c.eps, queries: sq.queries, pInit: sq.p_init, norm: c.norm, scheduleQueries: 10000 },
+        queries = await squareAttack(clf, x, y, n, shape, robust, { eps: c.eps, queries: sq.queries, pInit: sq.p_init, norm: c.norm, scheduleQueries: 10000 },
           makeRng(`${o.seed}:autoattack-square`), bar, onFooled);
         bar.stop();
       }
     }
     const after = count();
-    rows.push({ attack, broken: before - after, acc_after: after / n, seconds: (performance.now() - t0) / 1000, work, ...(skipped ? { skipped } : {}) });
+    rows.push({
+      attack, broken: before - after, acc_after: after / n, seconds: (performance.now() - t0) / 1000,
+      ...(attack === 'Square' ? { queries } : { engine_steps: engineSteps }), ...(skipped ? { skipped } : {}),
+    });
   }
   const result: AutoAttackResult = {
     acc: count() / n,
