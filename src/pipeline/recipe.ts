@@ -54,10 +54,12 @@ function optionsOf(schema: (y: Argv) => unknown, drop: string[]): Map<string, Op
 const VERIFY_OPTIONS: Record<string, OptionSpec | 'spec'> = {
   limit: { type: 'number' }, 'batch-size': { type: 'number' }, benign: { type: 'boolean' }, provider: { type: 'string', choices: ['cpu', 'cuda'] },
   radii: { type: 'string' }, latency: { type: 'boolean' }, 'latency-batch': { type: 'number' }, threads: { type: 'number' }, pgd: 'spec', square: 'spec', smoothing: 'spec', ibp: 'spec',
+  autoattack: 'spec', crown: 'spec',
 };
 const SPEC_KEYS: Record<string, string[]> = {
   pgd: ['eps', 'alpha', 'steps', 'restarts', 'norm', 'random_start'], square: ['queries', 'eps', 'p'],
   smoothing: ['sigma', 'n0', 'n', 'alpha', 'batch', 'mode'], ibp: ['eps'],
+  autoattack: ['eps', 'norm', 'version'], crown: ['eps', 'neurons'],
 };
 
 let specs: Record<Exclude<StageKind, 'verify'>, Map<string, OptionSpec>> | undefined;
