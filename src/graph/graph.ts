@@ -60,6 +60,14 @@ export class PreparedGraph {
   readonly folded: Node[] = [];
   /** folded integer vectors with batch-size elements (free batch only), completed per batch size */
   readonly symConsts = new Map<string, SymConst>();
+  /** A folded constant at a batch size: integer vectors that hold the batch size get it filled in. */
+  constantAt(name: string, batch: number): HostTensor | undefined {
+    const sym = this.symConsts.get(name);
+    if (!sym) return this.consts.get(name);
+    const data = sym.base.data.slice() as BigInt64Array;
+    for (const i of sym.batchAt) data[i] = BigInt(batch);
+    return { ...sym.base, data };
+  }
   readonly batchFree: boolean;
   readonly sampleLimit: number;
   readonly opset: number;

@@ -80,13 +80,7 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
     }
   }
   for (const name of used) {
-    let c = p.consts.get(name);
-    const s = p.symConsts.get(name);
-    if (s) {
-      const data = s.base.data.slice() as BigInt64Array;
-      for (const i of s.batchAt) data[i] = BigInt(batch);
-      c = { ...s.base, data };
-    }
+    const c = p.constantAt(name, batch);
     if (c) {
       consts.set(name, c);
       fb.init(name, c);

@@ -50,13 +50,7 @@ function emitInferenceForward(p: PreparedGraph, batch: number): InferenceForward
       known.set(name, w.shape);
       continue;
     }
-    let c = p.consts.get(name);
-    const s = p.symConsts.get(name);
-    if (s) {
-      const data = s.base.data.slice() as BigInt64Array;
-      for (const i of s.batchAt) data[i] = BigInt(batch);
-      c = { ...s.base, data };
-    }
+    const c = p.constantAt(name, batch);
     if (c) {
       consts.set(name, c);
       fb.init(name, c);
