@@ -83,7 +83,7 @@ export const verifyCommand: CommandModule<object, Args> = {
       .option('smoothing', { type: 'string', describe: 'randomized smoothing: sigma=0.25,n0=100,n=10000,alpha=0.001,batch=1000,mode=certify|predict|both' })
       .option('radii', { type: 'string', default: '0,0.25,0.5,0.75,1', describe: 'L2 radii at which certified accuracy is reported' })
       .option('ibp', { type: 'string', describe: 'IBP verified accuracy: eps=<PGD ε>' })
-      .option('crown', { type: 'string', describe: 'CROWN verified accuracy (never below IBP\'s): eps=<PGD ε>,neurons=<largest ReLU layer, per example, bounded by its own CROWN pass; 4096>' })
+      .option('crown', { type: 'string', describe: 'CROWN verified accuracy (never below IBP\'s): eps=<PGD ε>,neurons=<largest ReLU layer, per example, bounded by its own CROWN pass; 4096>,alpha=true (α-CROWN: optimised slopes),alpha_steps=20,alpha_lr=0.1' })
       .option('latency', { type: 'boolean', default: false, describe: 'also measure MACs, parameters and onnxruntime latency: batch 1 (median, p90 ms) and --latency-batch (img/s)' })
       .option('latency-batch', { type: 'number', default: 64, describe: 'the large batch of --latency' })
       .option('threads', { type: 'number', default: 0, describe: 'onnxruntime intra-op threads for --latency (0: one per core)' })
@@ -147,12 +147,19 @@ export const verifyCommand: CommandModule<object, Args> = {
       const s = parseSpec('ibp', a.ibp, ['eps']);
       ibp = { eps: num('ibp', s, 'eps', pgd?.norm === 'linf' ? pgd.eps : def.eps, (v) => v >= 0, '≥ 0') };
     }
-    let crown: { eps: number; neurons: number } | undefined;
+    let crown: { eps: number; neurons: number; alpha?: { steps: number; lr: number } } | undefined;
     if (given(a.crown)) {
-      const s = parseSpec('crown', a.crown, ['eps', 'neurons']);
+      const s = parseSpec('crown', a.crown, ['eps', 'neurons', 'alpha', 'alpha_steps', 'alpha_lr']);
+      if (s.alpha !== undefined && s.alpha !== 'true' && s.alpha !== 'false') throw new UserError(`--crown: alpha must be true or false, got '${s.alpha}'`);
       crown = {
         eps: num('crown', s, 'eps', pgd?.norm === 'linf' ? pgd.eps : def.eps, (v) => v >= 0, '≥ 0'),
         neurons: num('crown', s, 'neurons', 4096, (v) => Number.isInteger(v) && v >= 0, 'an integer ≥ 0'),
+        ...(s.alpha === 'true' ? {
+          alpha: {
+            steps: num('crown', s, 'alpha_steps', 20, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1'),
+            lr: num('crown', s, 'alpha_lr', 0.1, (v) => v > 0, '> 0'),
+          },
+        } : {}),
       };
     }
     let smoothing: (SmoothingConfig & { radii: number[]; mode: 'certify' | 'predict' | 'both' }) | undefined;
@@ -206,7 +213,7 @@ export function renderVerify(r: VerifyReport): string {
   }
   if (r.robust && r.robust.attacks.length > 1) rows.push([`robust to all (${r.robust.attacks.join(' + ')})`, pct(r.robust.acc, 2), '', '', '']);
   if (r.ibp) rows.push([`IBP verified (L∞ ε ${r.ibp.eps})`, pct(r.ibp.verified_acc, 2), `${r.ibp.verified}/${r.data.n}`, ips(r.ibp.images_per_second), r.ibp.seconds.toFixed(1)]);
-  if (r.crown) rows.push([`CROWN verified (L∞ ε ${r.crown.eps}; ${r.crown.relu_layers.crown} of ${r.crown.relu_layers.crown + r.crown.relu_layers.ibp} ReLU layers by CROWN)`, pct(r.crown.verified_acc, 2), `${r.crown.verified}/${r.data.n}`, ips(r.crown.images_per_second), r.crown.seconds.toFixed(1)]);
+  if (r.crown) rows.push([`${r.crown.alpha_steps ? 'α-' : ''}CROWN verified (L∞ ε ${r.crown.eps}; ${r.crown.relu_layers.crown} of ${r.crown.relu_layers.crown + r.crown.relu_layers.ibp} ReLU layers by CROWN)`, pct(r.crown.verified_acc, 2), `${r.crown.verified}/${r.data.n}`, ips(r.crown.images_per_second), r.crown.seconds.toFixed(1)]);
   if (r.smoothing) {
     const s = r.smoothing;
     for (const c of s.certified) rows.push([`smoothing σ ${s.settings.sigma}: certified at L2 radius ${c.radius}`, pct(c.acc, 2), '', '', '']);

@@ -595,6 +595,26 @@ defineOp({
   grad: NO_DATA,
 });
 
+// EyeLike: ones on the k-th diagonal of a matrix shaped like the input (CROWN's identity specifications)
+defineOp({
+  type: 'EyeLike',
+  forward: {
+    run(c) {
+      const shape = c.shape(0);
+      if (shape.length !== 2) c.fail(`input of rank ${shape.length}, EyeLike needs a matrix`);
+      c.checkOutput(shape);
+      const [rows, cols] = shape as [number, number];
+      const k = c.a.int('k', 0);
+      // the output type: the dtype attribute, else the input's
+      const dtype: DType = c.a.has('dtype') ? dtypeFromCode(c.a.int('dtype', 1), c.node.label) : c.isHost(0) ? c.h(0).dtype : c.t(0).dtype === 'float32' ? 'float32' : 'int32';
+      const ones = new Array<number>(rows * cols).fill(0);
+      for (let r = 0; r < rows; r++) if (r + k >= 0 && r + k < cols) ones[r * cols + r + k] = 1;
+      return [hostTensor(dtype, shape, dtype === 'int64' || dtype === 'uint64' ? ones.map(BigInt) : ones)];
+    },
+  },
+  grad: { none: 'reads only the shape of its input' },
+});
+
 defineOp({
   type: 'Range',
   forward: {

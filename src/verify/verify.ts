@@ -46,7 +46,7 @@ export interface VerifyOptions {
   robustbench?: string;
   ibp?: { eps: number };
   /** CROWN verified accuracy; `neurons`: the largest ReLU layer (per example) that gets its own CROWN pass */
-  crown?: { eps: number; neurons: number };
+  crown?: { eps: number; neurons: number; alpha?: { steps: number; lr: number } };
   smoothing?: SmoothingConfig & { radii: number[]; mode: 'certify' | 'predict' | 'both' };
   seed: number;
   quiet: boolean;
@@ -77,6 +77,8 @@ export interface VerifyReport {
     verified_acc: number; eps: number; verified: number; broken_by_attack: number; method: string;
     /** ReLU layers whose pre-activation bounds came from their own CROWN pass, and those left with IBP's (too many neurons) */
     relu_layers: { crown: number; ibp: number };
+    /** α-CROWN: Adam steps on the ReLU lower slopes */
+    alpha_steps?: number;
     /** examples CROWN verifies and IBP does not (when both ran) */
     gained_over_ibp?: number;
   } & Timed;
@@ -266,7 +268,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
         t = performance.now();
         const cb = progressBar('CROWN', n, { quiet: o.quiet });
         const layers = { crown: 0, ibp: 0 };
-        const lower = await marginLowerBounds(graph, x, y, n, o.crown.eps, { batch: o.batch, provider: o.provider, bar: cb, crown: { neurons: o.crown.neurons }, layers });
+        const lower = await marginLowerBounds(graph, x, y, n, o.crown.eps, { batch: o.batch, provider: o.provider, bar: cb, crown: { neurons: o.crown.neurons, alpha: o.crown.alpha }, layers });
         cb.stop();
         const v = verifiedFlags(lower, y, n, classes);
         // an attack within the certified ball (every attack run L∞ with ε ≤ CROWN's) must break no verified example
@@ -283,8 +285,8 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
         }
         report.crown = {
           verified_acc: verified / n, eps: o.crown.eps, verified, broken_by_attack: broken,
-          method: `CROWN (backward linear bounds, adaptive ReLU lower slopes, class differences in the specification; the margin bound is the larger of CROWN's and IBP's), input box clipped to [0,1]; ReLU layers up to ${o.crown.neurons} neurons per example get their own CROWN pass, larger ones IBP bounds`,
-          relu_layers: layers, ...(gained !== undefined ? { gained_over_ibp: gained } : {}),
+          method: `${o.crown.alpha ? `α-CROWN (slopes of unstable ReLUs optimised by ${o.crown.alpha.steps} Adam steps on the unverified margins, the best bound of every step kept) over ` : ''}CROWN (backward linear bounds, adaptive ReLU lower slopes, class differences in the specification; the margin bound is the larger of CROWN's and IBP's), input box clipped to [0,1]; ReLU layers up to ${o.crown.neurons} neurons per example get their own CROWN pass, larger ones IBP bounds`,
+          relu_layers: layers, ...(o.crown.alpha ? { alpha_steps: o.crown.alpha.steps } : {}), ...(gained !== undefined ? { gained_over_ibp: gained } : {}),
           seconds: sec, images_per_second: rate(n, sec),
         };
         if (stripped.quantized) warnings.push('CROWN bounds are computed on the float graph of this int8 model (dequantised weights, no activation rounding); they are not a proof for the integer kernels');

@@ -41,6 +41,12 @@ export interface CrownOptions {
    * reject MaxPool instead
    */
   maxPool?: boolean;
+  /**
+   * α-CROWN: every ReLU's lower-line slope comes from a graph input `bounds/alpha/<i>` ([N, …neurons],
+   * clipped to [0,1]; any slope in [0,1] gives a sound bound), shared by all CROWN passes; the inputs
+   * created are listed here so that the caller can optimise them
+   */
+  alphaInputs?: { name: string; shape: number[]; adaptive?: string }[];
   /** filled in: ReLU layers bounded by CROWN, and those left with IBP bounds because of their size */
   stats?: { crownLayers: number; ibpLayers: number };
   /** shapes of every value of the forward graph at the compiled batch size */
@@ -243,6 +249,19 @@ function emitCrown(b: GraphBuilder, src: GraphBuilder, xName: string, logits: st
   return crownBackward(b, src, xName, logits, b.reshape(spec, [n * k, k]), k, iv, lu, o, o.intermediate ? 'CROWN' : 'CROWN-IBP');
 }
 
+/** The α-CROWN slope input of the ReLU whose input is `z`, clipped to [0,1] (declared once per ReLU). */
+function alphaSlope(b: GraphBuilder, o: CrownOptions, z: string, zs: number[], lo: string, hi: string): string {
+  const list = o.alphaInputs!;
+  let entry = list.find((a) => a.name.endsWith(`/${z}`));
+  if (!entry) {
+    // (and CROWN's adaptive slope from the first pass's bounds, where the optimisation starts)
+    entry = { name: `bounds/alpha/${list.length}/${z}`, shape: zs, adaptive: b.op('Cast', [b.op('Greater', [b.op('Add', [hi, lo]), b.scalarF(0)])], { to: 1 }) };
+    list.push(entry);
+    b.input(entry.name, 'float32', zs);
+  }
+  return b.op('Clip', [entry.name, b.scalarF(0), b.scalarF(1)]);
+}
+
 /** The margin specification input `bounds/spec` [N, classes, classes], declared once per graph. */
 function specInput(b: GraphBuilder, n: number, k: number): string {
   if (!b.inputs.some((i) => i.name === BOUNDS_SPEC)) b.input(BOUNDS_SPEC, 'float32', [n, k, k]);
@@ -290,7 +309,13 @@ function crownBackward(b: GraphBuilder, src: GraphBuilder, xName: string, start:
       // upper line through (l, 0) and (u, u); lower line slope 1 when u > −l else 0 (adaptive CROWN)
       const su = b.op('Div', [uc, b.op('Add', [b.op('Add', [uc, ln]), b.scalarF(1e-12)])]);
       const tu = b.op('Mul', [su, ln]);
-      const sl = b.op('Cast', [b.op('Greater', [b.op('Add', [hi, lo]), b.scalarF(0)])], { to: 1 });
+      let sl: string;
+      if (o.alphaInputs) {
+        // α only for unstable neurons: a stable one keeps its exact slope (1 when l ≥ 0, 0 when u ≤ 0)
+        const active = b.op('Cast', [b.op('Not', [b.op('Less', [lo, b.scalarF(0)])])], { to: 1 });
+        const alive = b.op('Cast', [b.op('Greater', [hi, b.scalarF(0)])], { to: 1 });
+        sl = b.op('Max', [b.op('Min', [alphaSlope(b, o, n0.inputs[0]!, zs, lo, hi), alive]), active]);
+      } else sl = b.op('Cast', [b.op('Greater', [b.op('Add', [hi, lo]), b.scalarF(0)])], { to: 1 });
       const un = (t: string): string => b.unsqueeze(t, [1]);
       const Rp = b.op('Relu', [R]);
       const Rn = b.op('Sub', [R, Rp]);

@@ -9,7 +9,7 @@ import seedrandom from 'seedrandom';
 import { tf } from '../../tfjs/tf.js';
 import type { PreparedGraph } from '../../graph/graph.js';
 import { Attrs, parseNode, type Node } from '../../ops/ir.js';
-import { decodeTensor, numberAt, type HostTensor } from '../../onnx/tensor.js';
+import { decodeTensor, hostTensor, numberAt, type HostTensor } from '../../onnx/tensor.js';
 import { onnx } from '../../onnx/proto.js';
 import { GraphBuilder } from '../../onnx/builder.js';
 import { COMPILED_OPSET, opSpec, type GradCtx, type GradRule } from '../../ops/index.js';
@@ -133,7 +133,7 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
 }
 
 /** The interval-bound form of an (inference-mode) forward graph: output Concat(lower, upper) of the logits. */
-function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean, crown: boolean | Pick<CrownOptions, 'intermediate' | 'stats' | 'maxPool'>, threads?: number, margins = false): Forward {
+function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, bake: boolean, crown: boolean | Pick<CrownOptions, 'intermediate' | 'stats' | 'maxPool' | 'alphaInputs'>, threads?: number, margins = false): Forward {
   const f = emitForward(p, batch, false, withIndices, bake);
   const shapes = crown ? probeShapes(f, threads) : undefined;
   const extra = typeof crown === 'object' ? crown : {};
@@ -174,6 +174,30 @@ export function crownMarginModel(p: PreparedGraph, batch: number, intermediate: 
   const stats = { crownLayers: 0, ibpLayers: 0 };
   const f = boundsForward(p, batch, false, false, { intermediate, stats, maxPool: true }, undefined, true);
   return { model: modelBytes(f.fb, [f.logits]), ...stats };
+}
+
+/**
+ * α-CROWN (Xu et al. 2021): the CROWN margin model with every ReLU's lower slope an input (`alphaInputs`),
+ * fused with its gradient: outputs the margin bounds [batch, classes], d(Σ dmargins·margins)/dα for each
+ * slope input (`bounds/dmargins` [batch, classes] weighting the margins to raise), and each ReLU's adaptive
+ * CROWN slope at the given α.
+ */
+export function alphaCrownModel(p: PreparedGraph, batch: number, intermediate: number): { model: Uint8Array; alphaInputs: { name: string; shape: number[]; adaptive?: string }[]; gradOutputs: string[] } {
+  const alphaInputs: { name: string; shape: number[]; adaptive?: string }[] = [];
+  const f = boundsForward(p, batch, false, false, { intermediate, alphaInputs }, undefined, true);
+  if (!alphaInputs.length) throw new NotCompilableError('α-CROWN: the model has no ReLU');
+  const shapes = probeShapes(f, undefined);
+  const b = cloneBuilder(f.fb, 'alpha');
+  const classes = shapes.get(BOUNDS_OUT)!.at(-1)!;
+  const dm = b.input('bounds/dmargins', 'float32', [batch, classes]);
+  const grads = differentiate(f, shapes, alphaInputs.map((a) => a.name), { bb: b, fwdValue: (v) => v, dlogits: dm });
+  const gradOutputs = grads.map((g, i) => {
+    if (g) return g;
+    // a slope that no bound depends on (e.g. a ReLU layer too large for its own pass, only in the IBP part)
+    return b.op('ConstantOfShape', [b.constI64(alphaInputs[i]!.shape)], { value: hostTensor('float32', [1], [0]) });
+  });
+  // outputs: the margin bounds, the slopes' gradients, and CROWN's adaptive slopes (the starting point)
+  return { model: modelBytes(b, [BOUNDS_OUT, ...gradOutputs, ...alphaInputs.map((a) => a.adaptive!)]), alphaInputs, gradOutputs };
 }
 
 /** A model from a builder, its outputs listed by name only (onnxruntime infers their types). */
