@@ -1,7 +1,7 @@
 // The option schemas of the commands that recipes run as stages (train, prune, quantize): the CLI builds
 // its yargs commands from them, and recipes validate their stages against them, so the two never drift.
 import type { Argv } from 'yargs';
-import { METHODS } from '../prune/prune.js';
+import { METHODS, STRUCTURES } from '../prune/prune.js';
 import { withModelOptions } from './common.js';
 import { withBackend, withNormalization, withObjective, withTraining } from './training.js';
 
@@ -21,16 +21,17 @@ export function pruneOptions<T>(y: Argv<T>) {
   return (
     withTraining(withObjective(withBackend(withNormalization(withModelOptions(y))), 'trades'), { lr: 0.1 })
       .option('method', { type: 'string', default: 'hydra', choices: METHODS as unknown as string[], describe: 'hydra: importance scores (Sehwag et al. 2020); lwm: robust magnitude pruning; admm: Adv-ADMM (Ye et al. 2019)' })
-      .option('sparsity', { type: 'number', default: 0.99, describe: 'fraction of the prunable weights removed, in (0,1)' })
-      .option('allocation', { type: 'string', default: 'layer', choices: ['layer', 'global'], describe: 'top-k per layer (HYDRA) or one global threshold' })
-      .option('score-init', { type: 'string', default: 'scaled', choices: ['scaled', 'kaiming'], describe: 'hydra: sqrt(6/fan_in)·w/max|w| (the paper), or kaiming-uniform' })
+      .option('sparsity', { type: 'number', default: 0.99, describe: 'fraction removed, in (0,1): of the prunable weights, or with --structure channel of every channel group' })
+      .option('allocation', { type: 'string', default: 'layer', choices: ['layer', 'global'], describe: 'top-k per layer (per channel group) or one global threshold (channels: on score / the group\'s largest score)' })
+      .option('score-init', { type: 'string', default: 'scaled', choices: ['scaled', 'kaiming'], describe: 'hydra: sqrt(6/fan_in)·w/max|w| (the paper; channels: channel norm / the group\'s largest), or kaiming-uniform' })
       .option('prune-epochs', { type: 'number', default: 3, describe: 'epochs of score training (hydra) or ADMM (admm); lwm has none' })
       .option('finetune-epochs', { type: 'number', default: 3 })
       .option('finetune-lr', { type: 'number', default: 0.01 })
       .option('rho', { type: 'number', default: 0.01, describe: 'admm: initial penalty ρ' })
       .option('rho-growth', { type: 'number', default: 1.5, describe: 'admm: ρ multiplied by this after every epoch' })
-      .option('structure', { type: 'string', default: 'irregular', choices: ['irregular', 'filter'], describe: 'admm: weight or whole-filter sparsity' })
-      .option('out', { type: 'string', describe: 'pruned model (default: <model>.<method>-<sparsity>.onnx)' })
+      .option('structure', { type: 'string', default: 'unstructured', choices: STRUCTURES as unknown as string[], describe: 'unstructured: single weights; channel: whole channels of every coupled channel group, removed from the exported file (every method); filter: admm only, whole output rows of each layer zeroed in place' })
+      .option('keep-shape', { type: 'boolean', default: false, describe: 'channel: also write the masked network (removed channels zero, every shape as in the input) next to --out, as <out name>.masked.onnx' })
+      .option('out', { type: 'string', describe: 'pruned model (default: <model>.<method>-<sparsity>.onnx, channel: <model>.<method>-channel-<sparsity>.onnx)' })
       .option('quantize', { type: 'string', default: 'none', choices: ['none', 'int8'], describe: 'also write <out>.int8.onnx: QDQ, per-channel int8 weights, uint8 activations' })
       .option('calibration', { type: 'string', default: 'minmax', choices: ['minmax', 'percentile'], describe: 'int8 activation ranges' })
       .option('calibration-size', { type: 'number', default: 512, describe: 'training images used for calibration' })

@@ -47,7 +47,11 @@ export interface VariantSummary {
   variant: string;
   method?: string;
   sparsity?: number;
+  /** what `sparsity` counts: weights (unstructured pruning) or the channels of the channel groups */
+  unit?: 'weights' | 'channels';
   layers?: { name: string; params: number; zeros: number; sparsity: number; kept: number; kept_pct: number }[];
+  /** channel pruning: channels kept per group */
+  groups?: { group: number; producers: string[]; channels: number; kept: number; kept_pct: number }[];
   artifacts: { file: string; bytes: number; gzip_bytes: number; int8: boolean }[];
   verify: (VerifyLike & { judged: string })[];
   headline: HeadlineRow[];
@@ -115,7 +119,13 @@ export function buildReport(r: Recipe, state: RunState, outDir: string): { json:
   const summaries: VariantSummary[] = (variants.length > 1 ? variants.filter((v) => v) : variants).map((v) => {
     const mine: StageRecord[] = [...shared, ...recs.filter((s) => s.variant === v && v !== '' && s.role !== 'dense')];
     const pruneRec = mine.filter((s) => s.kind === 'prune').pop();
-    const prune = pruneRec ? read<{ method: string; sparsity: { sparsity: number; layers: { name: string; params: number; zeros: number; sparsity: number }[] }; phases?: { name: string; history: EpochLike[] }[] }>(pruneRec.report) : undefined;
+    const prune = pruneRec ? read<{
+      method: string; structure?: string;
+      // unstructured: per-layer zeros; channel: only the fraction of channels removed (groups under `channels`)
+      sparsity: { sparsity: number; layers?: { name: string; params: number; zeros: number; sparsity: number }[] };
+      channels?: { groups: { id: number; producers: string[]; channels: number; kept: number }[] };
+      phases?: { name: string; history: EpochLike[] }[];
+    }>(pruneRec.report) : undefined;
     const artifacts = mine.filter((s) => s.kind !== 'verify' && fs.existsSync(s.artifact)).map((s) => ({ file: path.relative(outDir, s.artifact), ...sizeOf(s.artifact), int8: s.kind === 'quantize' }));
     const verifyRecs = mine.filter((s) => s.kind === 'verify' && s !== denseRec);
     const verify = verifyRecs.map((s) => ({ ...read<VerifyLike>(s.report)!, judged: path.relative(outDir, s.input) }));
@@ -133,7 +143,9 @@ export function buildReport(r: Recipe, state: RunState, outDir: string): { json:
     ];
     return {
       variant: v || r.name, method: prune?.method, sparsity,
-      layers: prune?.sparsity.layers.map((l) => ({ ...l, kept: l.params - l.zeros, kept_pct: l.params ? (l.params - l.zeros) / l.params : 0 })),
+      unit: prune ? (prune.channels ? 'channels' : 'weights') : undefined,
+      layers: prune?.sparsity.layers?.map((l) => ({ ...l, kept: l.params - l.zeros, kept_pct: l.params ? (l.params - l.zeros) / l.params : 0 })),
+      groups: prune?.channels?.groups.map((g) => ({ group: g.id, producers: g.producers, channels: g.channels, kept: g.kept, kept_pct: g.channels ? g.kept / g.channels : 0 })),
       artifacts, verify, headline: rows, curves,
     };
   });
@@ -170,13 +182,13 @@ export function renderHtml(r: Recipe, variants: VariantSummary[], dense?: Headli
   const chartJs = fs.readFileSync(path.join(path.dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.js'), 'utf8');
   // headline: dense once, then each variant's pruned and int8 files with their change against dense
   const seenRows = new Set<string>();
-  const headRows = variants.flatMap((v) => v.headline.filter((h) => !seenRows.has(h.file) && seenRows.add(h.file)).map((h) => `<tr><td>${esc(h.stage === 'dense' ? 'dense' : `${h.stage}${variants.length > 1 ? ` (${v.variant})` : ''}`)}</td><td>${esc(h.file)}</td><td>${pc(h.sparsity)}</td>` +
+  const headRows = variants.flatMap((v) => v.headline.filter((h) => !seenRows.has(h.file) && seenRows.add(h.file)).map((h) => `<tr><td>${esc(h.stage === 'dense' ? 'dense' : `${h.stage}${variants.length > 1 ? ` (${v.variant})` : ''}`)}</td><td>${esc(h.file)}</td><td>${pc(h.sparsity)}${h.stage !== 'dense' && v.unit === 'channels' ? ' of channels' : ''}</td>` +
     `<td>${pc(h.benign)} ${pts(h.delta?.benign_points)}</td><td>${pc(h.robust)} ${pts(h.delta?.robust_points)}</td><td>${certifiedCell(h.certified)}</td>` +
     `<td>${int(h.bytes)} ${times(h.delta?.bytes_x)}</td><td>${int(h.macs)} ${times(h.delta?.macs_x)}</td>` +
     `<td>${h.latency ? h.latency.batch1_median_ms.toFixed(3) : '–'} ${faster(h.delta?.batch1_speedup)}</td><td>${h.latency ? int(h.latency.images_per_second) : '–'} ${faster(h.delta?.throughput_x)}</td></tr>`));
   const attacks = [...new Set(variants.flatMap((v) => v.headline.flatMap((h) => h.robust_attacks ?? [])))];
   const lat = variants.flatMap((v) => v.headline).find((h) => h.latency)?.latency;
-  const rows = variants.flatMap((v) => v.verify.map((x) => `<tr><td>${esc(v.variant)}</td><td>${esc(x.judged)}${x.model.quantized ? ' (int8)' : ''}</td><td>${v.sparsity !== undefined ? pc(v.sparsity) : '0%'}</td><td>${pc(x.benign.acc)}</td><td>${pc(x.pgd?.acc)}</td><td>${pc(x.square?.acc)}</td><td>${pc(x.ibp?.verified_acc)}</td><td>${x.smoothing?.certified.length ? x.smoothing.certified.map((c) => `${pc(c.acc)} @${c.radius}`).join('<br>') : '–'}</td><td>${x.model.bytes.toLocaleString('en-US')}</td></tr>`));
+  const rows = variants.flatMap((v) => v.verify.map((x) => `<tr><td>${esc(v.variant)}</td><td>${esc(x.judged)}${x.model.quantized ? ' (int8)' : ''}</td><td>${v.sparsity !== undefined ? `${pc(v.sparsity)}${v.unit === 'channels' ? ' of channels' : ''}` : '0%'}</td><td>${pc(x.benign.acc)}</td><td>${pc(x.pgd?.acc)}</td><td>${pc(x.square?.acc)}</td><td>${pc(x.ibp?.verified_acc)}</td><td>${x.smoothing?.certified.length ? x.smoothing.certified.map((c) => `${pc(c.acc)} @${c.radius}`).join('<br>') : '–'}</td><td>${x.model.bytes.toLocaleString('en-US')}</td></tr>`));
   // (artifacts shared by every variant of a sweep, such as the pretrained model, are listed once)
   const seen = new Set<string>();
   const arts = variants.flatMap((v) => v.artifacts.filter((a) => !seen.has(a.file) && seen.add(a.file)).map((a) => `<tr><td>${esc(variants.length > 1 && !a.file.includes('/') ? 'all' : v.variant)}</td><td>${esc(a.file)}</td><td>${a.bytes.toLocaleString('en-US')}</td><td>${a.gzip_bytes.toLocaleString('en-US')}</td></tr>`));
@@ -230,13 +242,23 @@ export function renderHtml(r: Recipe, variants: VariantSummary[], dense?: Headli
     datasets: [{ label: `${layerV.variant}: weights kept per layer (%)`, data: layerV.layers!.map((l) => 100 * l.kept_pct), backgroundColor: PALETTE[0] }],
   } : undefined;
   const layerRows = variants.flatMap((v) => (v.layers ?? []).map((l) => `<tr><td>${esc(v.variant)}</td><td>${esc(l.name)}</td><td>${int(l.params)}</td><td>${int(l.kept)}</td><td>${pc(l.kept_pct)}</td></tr>`));
+  // channels kept per group of the first channel-pruned variant (all variants in the table)
+  const groupV = variants.find((v) => v.groups?.length);
+  const groups = groupV ? {
+    labels: groupV.groups!.map((g) => `group ${g.group}: ${g.producers.join(', ')} (${g.kept} of ${g.channels})`),
+    datasets: [{ label: `${groupV.variant}: channels kept per group (%)`, data: groupV.groups!.map((g) => 100 * g.kept_pct), backgroundColor: PALETTE[0] }],
+  } : undefined;
+  const groupRows = variants.flatMap((v) => (v.groups ?? []).map((g) => `<tr><td>${esc(v.variant)}</td><td>${g.group}: ${esc(g.producers.join(', '))}</td><td>${int(g.channels)}</td><td>${int(g.kept)}</td><td>${pc(g.kept_pct)}</td></tr>`));
 
   const charts: string[] = [];
   const canv = (id: string, title: string): string => `<h2>${esc(title)}</h2><div class="chart"><canvas id="${id}"></canvas></div>`;
-  if (points.length) charts.push(canv('acc', 'Accuracy vs sparsity (onnxruntime-node on the exported files; 0% is the dense model)'));
+  const pruned = variants.filter((v) => v.unit);
+  const xLabel = pruned.length && pruned.every((v) => v.unit === 'channels') ? 'channels removed (%)' : 'sparsity (%)';
+  if (points.length) charts.push(canv('acc', `Accuracy vs ${xLabel.replace(' (%)', '')} (onnxruntime-node on the exported files; 0% is the dense model)`));
   if (cert.length) charts.push(canv('cert', 'Certified accuracy vs L2 radius (randomized smoothing)'));
   for (const c of curveCharts) charts.push(canv(c.id, c.title));
   if (layers) charts.push(canv('layers', 'Weights kept per layer') + `<table><tr><th>run</th><th>layer</th><th>weights</th><th>kept</th><th>kept %</th></tr>${layerRows.join('')}</table>`);
+  if (groups) charts.push(canv('groups', 'Channels kept per channel group (the exported files have the removed channels physically gone)') + `<table><tr><th>run</th><th>group: producers</th><th>channels</th><th>kept</th><th>kept %</th></tr>${groupRows.join('')}</table>`);
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>onnx-hydra report: ${esc(r.name)}</title>
 <style>body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -256,10 +278,11 @@ ${charts.join('\n')}
 <script>${chartJs}</script>
 <script>
 const draw = (id, data, xl, yl, type, extra) => { const el = document.getElementById(id); if (!el) return; new Chart(el, { type: type || 'line', data, options: Object.assign({ animation: false, maintainAspectRatio: false, scales: type === 'bar' ? { y: { min: 0, title: { display: true, text: yl } } } : { x: { type: 'linear', title: { display: true, text: xl } }, y: { title: { display: true, text: yl } } } }, extra || {}) }); };
-draw('acc', ${JSON.stringify(accData)}, 'sparsity (%)', 'accuracy (%)', 'line', { scales: { x: { type: 'linear', min: 0, max: 100, title: { display: true, text: 'sparsity (%)' } }, y: { min: 0, max: 100, title: { display: true, text: 'accuracy (%)' } } } });
+draw('acc', ${JSON.stringify(accData)}, '${xLabel}', 'accuracy (%)', 'line', { scales: { x: { type: 'linear', min: 0, max: 100, title: { display: true, text: '${xLabel}' } }, y: { min: 0, max: 100, title: { display: true, text: 'accuracy (%)' } } } });
 draw('cert', ${JSON.stringify({ datasets: cert })}, 'L2 radius', 'certified accuracy (%)');
 ${curveCharts.map((c) => `draw('${c.id}', ${JSON.stringify(c.data)}, 'epoch', '', 'line', { scales: { x: { type: 'linear', ticks: { stepSize: 1 }, title: { display: true, text: 'epoch' } }, acc: { position: 'left', min: 0, max: 100, title: { display: true, text: 'accuracy (%)' } }, loss: { position: 'right', grid: { drawOnChartArea: false }, title: { display: true, text: 'loss' } } } });`).join('\n')}
 draw('layers', ${JSON.stringify(layers ?? { labels: [], datasets: [] })}, '', 'kept (%)', 'bar');
+draw('groups', ${JSON.stringify(groups ?? { labels: [], datasets: [] })}, '', 'kept (%)', 'bar');
 // how much of each chart is drawn in colour (data, not axes or text, which are grey): read by the report test
 for (const c of document.querySelectorAll('canvas')) {
   const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

@@ -76,6 +76,59 @@ export function maskedWeightSTE(w: tf.Tensor, s: tf.Variable, keep: number): tf.
   return f(s) as tf.Tensor;
 }
 
+/**
+ * Channel HYDRA's straight-through mask: forward the 0/1 channel mask `hard` (top-k of |s| in the group),
+ * backward dL/ds = dL/dm ⊙ sign(s). The mask multiplies every tensor slice of its channel (producer rows
+ * and biases, BatchNorm scale and shift), so dL/dm sums dL/d(masked value) · value over all of them.
+ */
+export function channelMaskSTE(s: tf.Variable, hard: Float32Array): tf.Tensor {
+  const f = tf.customGrad((sv: unknown) => {
+    const st = sv as tf.Tensor;
+    return { value: tf.tensor(hard, st.shape), gradFunc: (dy: tf.Tensor) => [tf.mul(dy, tf.sign(st))] };
+  });
+  return f(s) as tf.Tensor;
+}
+
+/**
+ * Kept channels (1/0 per channel) of several groups from their scores: `layer` keeps
+ * keepCount(channels, sparsity) of the largest |score| in every group; `global` ranks |score| divided by
+ * the group's largest |score| over all groups with one threshold, and every group keeps at least its best
+ * channel.
+ */
+export function allocateChannels(scores: readonly Float32Array[], sparsity: number, allocation: Allocation): Float32Array[] {
+  if (!(sparsity > 0 && sparsity < 1)) throw new UserError(`--sparsity must be in (0, 1) (the fraction of channels removed), got ${sparsity}`);
+  if (allocation === 'layer') return scores.map((s) => topKMask(s, keepCount(s.length, sparsity)));
+  const normalized = scores.map((s) => {
+    let max = 0;
+    for (const v of s) max = Math.max(max, Math.abs(v));
+    return Float32Array.from(s, (v) => (max > 0 ? Math.abs(v) / max : 1));
+  });
+  const m = computeMasks(new Map(normalized.map((s, i) => [String(i), s])), sparsity, 'global');
+  return normalized.map((s, i) => {
+    const kept = m.get(String(i))!;
+    if (!kept.some((v) => v)) kept[s.indexOf(Math.max(...s))] = 1;
+    return kept;
+  });
+}
+
+/**
+ * `make` (masked parameters computed from importance scores) once per version of the scores inside a
+ * gradient tape: every forward pass of one training step (TRADES runs two on BatchNorm models) then gets
+ * the same tensors. Fresh tensors per pass would make the compiled engine replace its weight-baked
+ * session, disposing the one the first pass still needs for its gradient. Outside a tape (attacks,
+ * evaluation) every call makes new tensors.
+ */
+export function sharedWithinTape(scores: readonly tf.Variable[], make: () => Map<string, tf.Tensor>): () => Map<string, tf.Tensor> {
+  let last: { ids: object[]; params: Map<string, tf.Tensor> } | undefined;
+  return () => {
+    if (!tf.engine().isTapeOn()) return make();
+    const ids = scores.map((s) => (s as unknown as { dataId: object }).dataId);
+    if (last && last.ids.every((id, i) => id === ids[i]) && [...last.params.values()].every((t) => !t.isDisposed)) return last.params;
+    last = { ids, params: make() };
+    return last.params;
+  };
+}
+
 export interface LayerSparsity {
   name: string;
   node: string;

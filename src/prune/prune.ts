@@ -1,5 +1,7 @@
 // Robust pruning: HYDRA (Sehwag et al. 2020), Adv-LWM (robust magnitude pruning, Sehwag et al. 2019) and
 // Adv-ADMM (Ye et al. 2019), each followed by fine-tuning of the kept weights on the same objective.
+// Unstructured (weights) here; channels in channel-prune.ts, which shares the ADMM phase, the checkpoint
+// of the chosen masks and the fine-tuning below.
 import path from 'node:path';
 import { tf } from '../tfjs/tf.js';
 import type { Net } from '../engine/net.js';
@@ -9,19 +11,26 @@ import { trainLoop, type EpochStats, type TrainConfig } from '../train/trainer.j
 import { loadCheckpoint, saveCheckpoint } from '../train/checkpoint.js';
 import { UserError } from '../util/errors.js';
 import { makeRng } from '../util/rng.js';
-import { computeMasks, keepCount, maskedWeightSTE, topKMask, type Allocation } from './masks.js';
+import { computeMasks, keepCount, maskedWeightSTE, sharedWithinTape, topKMask, type Allocation } from './masks.js';
 
 export const METHODS = ['hydra', 'lwm', 'admm'] as const;
 export type PruneMethod = (typeof METHODS)[number];
 
+/**
+ * What is removed: single weights; whole channels of every coupled channel group, physically removed from
+ * the exported file (channel-prune.ts); or ADMM's whole output rows of each layer, zeroed in place.
+ */
+export const STRUCTURES = ['unstructured', 'channel', 'filter'] as const;
+export type PruneStructure = (typeof STRUCTURES)[number];
+
 export interface PruneConfig {
   method: PruneMethod;
-  /** fraction of the prunable weights removed */
+  /** fraction of the prunable weights (or of each group's channels) removed */
   sparsity: number;
   allocation: Allocation;
   /** HYDRA score initialisation: the paper's scaled |w| init, or kaiming-uniform (ablation) */
   scoreInit: 'scaled' | 'kaiming';
-  /** ADMM: penalty ρ, its growth per epoch, irregular or filter sparsity */
+  /** ADMM: penalty ρ, its growth per epoch, and (unstructured pruning) irregular or per-layer filter sparsity */
   rho: number;
   rhoGrowth: number;
   structure: 'irregular' | 'filter';
@@ -33,9 +42,11 @@ export interface PruneConfig {
   quiet?: boolean;
 }
 
+export type PhaseRecord = { name: string; history: EpochStats[]; seconds: number };
+
 export interface PruneResult {
   masks: Map<string, Float32Array>;
-  phases: { name: string; history: EpochStats[]; seconds: number }[];
+  phases: PhaseRecord[];
   resumed: string[];
 }
 
@@ -56,34 +67,128 @@ function project(v: Float32Array, shape: number[], sparsity: number, structure: 
   return m;
 }
 
+/** The phase-1 checkpoint: which pruning it belongs to. */
+export interface MaskCheckpointMeta {
+  method: string;
+  sparsity: number;
+  /** absent in checkpoints written before structured pruning: unstructured */
+  structure?: PruneStructure;
+}
+
+const log = (c: { quiet?: boolean }, s: string): void => void (!c.quiet && process.stderr.write(`${s}\n`));
+
+/**
+ * A finished phase 1 (masks chosen, weights as they were then) from `c.checkpointDir`, restored into the
+ * network's variables; undefined when there is none or `c.resume` is off.
+ */
+export function resumeChosenMasks(net: Net, c: PruneConfig, structure: PruneStructure): Map<string, Float32Array> | undefined {
+  if (!c.resume || !c.checkpointDir) return undefined;
+  const done = loadCheckpoint<MaskCheckpointMeta>(c.checkpointDir, 'masks');
+  if (!done) return undefined;
+  const was = done.meta.structure ?? 'unstructured';
+  if (done.meta.method !== c.method || done.meta.sparsity !== c.sparsity || was !== structure) {
+    throw new UserError(`checkpoint in '${c.checkpointDir}' was made by --method ${done.meta.method} --sparsity ${done.meta.sparsity} --structure ${was}; use another --checkpoint-dir`);
+  }
+  for (const [n, v] of net.graph.variables) {
+    const t = done.tensors.get(`var:${n}`);
+    if (t) v.assign(tf.tensor(t, v.shape));
+  }
+  log(c, `resumed: masks from ${c.checkpointDir}`);
+  return done.tensors;
+}
+
+/** Saves the chosen masks (`mask:<variable>` and any `extra` tensors) with every variable of the network. */
+export function saveChosenMasks(net: Net, c: PruneConfig, structure: PruneStructure, masks: Map<string, Float32Array>, extra: Map<string, Float32Array> = new Map()): void {
+  if (!c.checkpointDir) return;
+  const tensors = new Map<string, Float32Array>(extra);
+  for (const [n, m] of masks) tensors.set(`mask:${n}`, m);
+  for (const [n, v] of net.graph.variables) tensors.set(`var:${n}`, v.dataSync() as Float32Array);
+  saveCheckpoint<MaskCheckpointMeta>(c.checkpointDir, 'masks', { meta: { method: c.method, sparsity: c.sparsity, structure }, tensors });
+}
+
+const phaseDir = (c: PruneConfig, p: string): string | undefined => (c.checkpointDir ? path.join(c.checkpointDir, p) : undefined);
+
+/**
+ * Adv-ADMM: min loss(W) + ρ/2 Σ‖W − Z + U‖² over every trainable variable, with Z = Π(W + U) and U += W − Z
+ * after every epoch; `masks` gives Π's support for the variables `W` (Π(v) = v ⊙ masks(v)).
+ */
+export async function admmPhase(
+  net: Net, data: Pick<DataSplits, 'train' | 'test'>, objective: Objective, W: Map<string, tf.Variable>,
+  masks: (values: Map<string, Float32Array>) => Map<string, Float32Array>, c: PruneConfig,
+): Promise<{ phase: PhaseRecord; resumed: boolean }> {
+  const g = net.graph;
+  const trainable = new Map(g.trainableNames().map((n) => [n, g.variables.get(n)!]));
+  const Z = new Map<string, tf.Variable>();
+  const U = new Map<string, tf.Variable>();
+  let rho = c.rho;
+  const projectAll = (values: Map<string, Float32Array>): Map<string, Float32Array> => {
+    const m = masks(values);
+    return new Map([...values].map(([n, v]) => [n, v.map((x, i) => x * m.get(n)![i]!)]));
+  };
+  const z0 = projectAll(new Map([...W].map(([n, w]) => [n, w.dataSync() as Float32Array])));
+  for (const [n, w] of W) {
+    Z.set(n, tf.variable(tf.tensor(z0.get(n)!, w.shape), false, `admm:Z:${n}`));
+    U.set(n, tf.variable(tf.zerosLike(w), false, `admm:U:${n}`));
+  }
+  const rhoVar = tf.variable(tf.scalar(rho), false, 'admm:rho');
+  const extra = new Map<string, tf.Variable>([...[...Z].map(([k, v]) => [`Z:${k}`, v] as const), ...[...U].map(([k, v]) => [`U:${k}`, v] as const), ['rho', rhoVar]]);
+  const penalty = (): tf.Scalar => {
+    let s: tf.Tensor = tf.scalar(0);
+    for (const [n, w] of W) s = tf.add(s, tf.sum(tf.square(tf.add(tf.sub(w, Z.get(n)!), U.get(n)!))));
+    return tf.mul(s, tf.div(rhoVar, 2)) as tf.Scalar;
+  };
+  const afterEpoch = (): void => {
+    const wu = new Map([...W].map(([n, w]) => [n, tf.tidy(() => tf.add(w, U.get(n)!).dataSync() as Float32Array)]));
+    const z = projectAll(wu);
+    for (const [n, w] of W) {
+      Z.get(n)!.assign(tf.tensor(z.get(n)!, w.shape));
+      tf.tidy(() => U.get(n)!.assign(tf.sub(tf.tensor(wu.get(n)!, w.shape), tf.tensor(z.get(n)!, w.shape))));
+    }
+    rho = rhoVar.dataSync()[0]! * c.rhoGrowth;
+    rhoVar.assign(tf.scalar(rho));
+  };
+  const r = await trainLoop(net, data, objective, { vars: trainable, penalty, afterEpoch, extra }, { ...c.prune, checkpointDir: phaseDir(c, 'admm'), resume: c.resume });
+  for (const v of extra.values()) v.dispose();
+  return { phase: { name: 'admm', history: r.history, seconds: r.seconds }, resumed: r.resumedFrom !== undefined };
+}
+
+/**
+ * Fine-tuning of the kept weights with the masks fixed: every masked variable is reset to exact zeros
+ * outside its mask after every step (and once more at the end). Returns the phase, if it ran.
+ */
+export async function finetuneMasked(net: Net, data: Pick<DataSplits, 'train' | 'test'>, objective: Objective, masks: Map<string, Float32Array>, c: PruneConfig): Promise<{ phase?: PhaseRecord; resumed: boolean }> {
+  const g = net.graph;
+  const trainable = new Map(g.trainableNames().map((n) => [n, g.variables.get(n)!]));
+  const maskT = new Map([...masks].map(([n, m]) => [n, tf.keep(tf.tensor(m, g.variables.get(n)!.shape))]));
+  // (+ 0 turns the −0 of pruned negative weights into +0: exact zeros in the file)
+  const afterStep = (): void => {
+    for (const [n, m] of maskT) tf.tidy(() => g.variables.get(n)!.assign(tf.add(tf.mul(g.variables.get(n)!, m), 0)));
+  };
+  let out: { phase?: PhaseRecord; resumed: boolean } = { resumed: false };
+  if (c.finetune.epochs > 0) {
+    const r = await trainLoop(net, data, objective, { vars: trainable, afterStep }, { ...c.finetune, checkpointDir: phaseDir(c, 'finetune'), resume: c.resume });
+    out = { phase: { name: 'finetune', history: r.history, seconds: r.seconds }, resumed: r.resumedFrom !== undefined };
+  }
+  afterStep();
+  for (const t of maskT.values()) t.dispose();
+  return out;
+}
+
 export async function pruneNet(net: Net, data: Pick<DataSplits, 'train' | 'test'>, objective: Objective, c: PruneConfig): Promise<PruneResult> {
   const g = net.graph;
   const prunable = g.prunableNames();
   if (!prunable.length) throw new UserError('the model has no prunable layer (Conv/ConvTranspose/Gemm/MatMul weights)');
   if (!(c.sparsity > 0 && c.sparsity < 1)) throw new UserError(`--sparsity must be in (0, 1) (the fraction of weights removed), got ${c.sparsity}`);
   const W = new Map(prunable.map((n) => [n, g.variables.get(n)!]));
-  const trainable = new Map(g.trainableNames().map((n) => [n, g.variables.get(n)!]));
-  const phases: PruneResult['phases'] = [];
+  const phases: PhaseRecord[] = [];
   const resumed: string[] = [];
-  const dir = (p: string): string | undefined => (c.checkpointDir ? path.join(c.checkpointDir, p) : undefined);
-  const log = (s: string): void => void (!c.quiet && process.stderr.write(`${s}\n`));
 
-  // a finished phase 1 leaves its masks and weights here; --resume then goes straight to fine-tuning
+  // a finished phase 1 leaves its masks and weights; --resume then goes straight to fine-tuning
   let masks: Map<string, Float32Array> | undefined;
-  if (c.resume && c.checkpointDir) {
-    const done = loadCheckpoint<{ method: string; sparsity: number }>(c.checkpointDir, 'masks');
-    if (done) {
-      if (done.meta.method !== c.method || done.meta.sparsity !== c.sparsity) {
-        throw new UserError(`checkpoint in '${c.checkpointDir}' was made by --method ${done.meta.method} --sparsity ${done.meta.sparsity}; use another --checkpoint-dir`);
-      }
-      masks = new Map(prunable.map((n) => [n, done.tensors.get(`mask:${n}`)!]));
-      for (const [n, v] of g.variables) {
-        const t = done.tensors.get(`var:${n}`);
-        if (t) v.assign(tf.tensor(t, v.shape));
-      }
-      resumed.push('prune');
-      log(`resumed: masks from ${c.checkpointDir}`);
-    }
+  const done = resumeChosenMasks(net, c, 'unstructured');
+  if (done) {
+    masks = new Map(prunable.map((n) => [n, done.get(`mask:${n}`)!]));
+    resumed.push('prune');
   }
 
   if (!masks) {
@@ -109,14 +214,14 @@ export async function pruneNet(net: Net, data: Pick<DataSplits, 'train' | 'test'
       }
       const keeps = new Map<string, number>();
       if (c.allocation === 'layer') for (const n of prunable) keeps.set(n, keepCount(W.get(n)!.size, c.sparsity));
-      const overrides = (): Map<string, tf.Tensor> => {
+      const overrides = sharedWithinTape([...scores.values()], () => {
         if (c.allocation === 'global') {
           const m = computeMasks(new Map([...scores].map(([k, v]) => [k, v.dataSync() as Float32Array])), c.sparsity, 'global');
           for (const [k, v] of m) keeps.set(k, v.reduce((p, x) => p + x, 0));
         }
         return new Map(prunable.map((n) => [n, maskedWeightSTE(W.get(n)!, scores.get(n)!, keeps.get(n)!)]));
-      };
-      const r = await trainLoop(net, data, objective, { vars: scores, overrides }, { ...c.prune, checkpointDir: dir('scores'), resume: c.resume });
+      });
+      const r = await trainLoop(net, data, objective, { vars: scores, overrides }, { ...c.prune, checkpointDir: phaseDir(c, 'scores'), resume: c.resume });
       phases.push({ name: 'scores', history: r.history, seconds: r.seconds });
       if (r.resumedFrom !== undefined) resumed.push('scores');
       masks = computeMasks(new Map([...scores].map(([k, v]) => [k, v.dataSync().slice() as Float32Array])), c.sparsity, c.allocation);
@@ -124,64 +229,21 @@ export async function pruneNet(net: Net, data: Pick<DataSplits, 'train' | 'test'
     } else if (c.method === 'lwm') {
       masks = computeMasks(new Map([...W].map(([k, v]) => [k, v.dataSync().slice() as Float32Array])), c.sparsity, c.allocation);
     } else {
-      // ADMM: min loss(W) + ρ/2 Σ‖W − Z + U‖², Z = Π_S(W + U), U += W − Z after every epoch
-      const Z = new Map<string, tf.Variable>();
-      const U = new Map<string, tf.Variable>();
-      let rho = c.rho;
-      const proj = (n: string, v: Float32Array): Float32Array => {
-        const m = project(v, W.get(n)!.shape, c.sparsity, c.structure);
-        return v.map((x, i) => x * m[i]!);
-      };
-      for (const [n, w] of W) {
-        Z.set(n, tf.variable(tf.tensor(proj(n, w.dataSync() as Float32Array), w.shape), false, `admm:Z:${n}`));
-        U.set(n, tf.variable(tf.zerosLike(w), false, `admm:U:${n}`));
-      }
-      const rhoVar = tf.variable(tf.scalar(rho), false, 'admm:rho');
-      const extra = new Map<string, tf.Variable>([...[...Z].map(([k, v]) => [`Z:${k}`, v] as const), ...[...U].map(([k, v]) => [`U:${k}`, v] as const), ['rho', rhoVar]]);
-      const penalty = (): tf.Scalar => {
-        let s: tf.Tensor = tf.scalar(0);
-        for (const [n, w] of W) s = tf.add(s, tf.sum(tf.square(tf.add(tf.sub(w, Z.get(n)!), U.get(n)!))));
-        return tf.mul(s, tf.div(rhoVar, 2)) as tf.Scalar;
-      };
-      const afterEpoch = (): void => {
-        for (const [n, w] of W) {
-          const wu = tf.tidy(() => tf.add(w, U.get(n)!).dataSync() as Float32Array);
-          const z = proj(n, wu);
-          Z.get(n)!.assign(tf.tensor(z, w.shape));
-          tf.tidy(() => U.get(n)!.assign(tf.sub(tf.tensor(wu, w.shape), tf.tensor(z, w.shape))));
-        }
-        rho = rhoVar.dataSync()[0]! * c.rhoGrowth;
-        rhoVar.assign(tf.scalar(rho));
-      };
-      const r = await trainLoop(net, data, objective, { vars: trainable, penalty, afterEpoch, extra }, { ...c.prune, checkpointDir: dir('admm'), resume: c.resume });
-      phases.push({ name: 'admm', history: r.history, seconds: r.seconds });
-      if (r.resumedFrom !== undefined) resumed.push('admm');
-      masks = new Map(prunable.map((n) => [n, project(W.get(n)!.dataSync() as Float32Array, W.get(n)!.shape, c.sparsity, c.structure)]));
-      for (const v of extra.values()) v.dispose();
+      const supports = (values: Map<string, Float32Array>): Map<string, Float32Array> =>
+        new Map([...values].map(([n, v]) => [n, project(v, W.get(n)!.shape, c.sparsity, c.structure)]));
+      const r = await admmPhase(net, data, objective, W, supports, c);
+      phases.push(r.phase);
+      if (r.resumed) resumed.push('admm');
+      masks = supports(new Map([...W].map(([n, w]) => [n, w.dataSync() as Float32Array])));
     }
     applyMasks(W, masks);
-    if (c.checkpointDir) {
-      const tensors = new Map<string, Float32Array>();
-      for (const [n, m] of masks) tensors.set(`mask:${n}`, m);
-      for (const [n, v] of g.variables) tensors.set(`var:${n}`, v.dataSync() as Float32Array);
-      saveCheckpoint(c.checkpointDir, 'masks', { meta: { method: c.method, sparsity: c.sparsity }, tensors });
-    }
-    log(`${c.method}: masks chosen (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+    saveChosenMasks(net, c, 'unstructured', masks);
+    log(c, `${c.method}: masks chosen (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
   }
 
-  // fine-tune the kept weights: pruned ones are reset to exact zeros after every step
-  const maskT = new Map([...masks].map(([n, m]) => [n, tf.keep(tf.tensor(m, W.get(n)!.shape))]));
-  // (+ 0 turns the −0 of pruned negative weights into +0: exact zeros in the file)
-  const afterStep = (): void => {
-    for (const [n, w] of W) tf.tidy(() => w.assign(tf.add(tf.mul(w, maskT.get(n)!), 0)));
-  };
-  if (c.finetune.epochs > 0) {
-    const r = await trainLoop(net, data, objective, { vars: trainable, afterStep }, { ...c.finetune, checkpointDir: dir('finetune'), resume: c.resume });
-    phases.push({ name: 'finetune', history: r.history, seconds: r.seconds });
-    if (r.resumedFrom !== undefined) resumed.push('finetune');
-  }
-  afterStep();
-  for (const t of maskT.values()) t.dispose();
+  const ft = await finetuneMasked(net, data, objective, masks, c);
+  if (ft.phase) phases.push(ft.phase);
+  if (ft.resumed) resumed.push('finetune');
   return { masks, phases, resumed };
 }
 
