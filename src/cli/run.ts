@@ -35,7 +35,7 @@ export const runCommand: CommandModule<object, Args> = {
     const files = writeReports(r, state, out);
     const { json, variants } = files.report;
     if (a.json) return void printJson(json);
-    const rows = variants.flatMap((v) => v.verify.map((x) => [v.variant, x.judged + (x.model.quantized ? ' (int8)' : ''), v.sparsity !== undefined ? pct(v.sparsity, 1) : '0%', pct(x.benign.acc, 2), x.pgd ? pct(x.pgd.acc, 2) : '-', x.square ? pct(x.square.acc, 2) : '-', x.ibp ? pct(x.ibp.verified_acc, 2) : '-', certifiedAt(x), x.model.bytes]));
+    const rows = variants.flatMap((v) => v.verify.map((x) => [v.variant, x.judged + (x.model.quantized ? ' (int8)' : ''), v.sparsity !== undefined ? pct(v.sparsity, 1) : '0%', pct(x.benign.acc, 2), x.pgd ? pct(x.pgd.acc, 2) : '-', x.autoattack ? pct(x.autoattack.acc, 2) : '-', x.square ? pct(x.square.acc, 2) : '-', x.ibp ? pct(x.ibp.verified_acc, 2) : '-', x.crown ? pct(x.crown.verified_acc, 2) : '-', certifiedAt(x), x.model.bytes]));
     // the headline: dense → pruned → int8, with the change against dense
     const seen = new Set<string>();
     const sign = (d: number | undefined): string => (d === undefined ? '' : ` (${d >= 0 ? '+' : ''}${d.toFixed(2)})`);
@@ -47,6 +47,6 @@ export const runCommand: CommandModule<object, Args> = {
     ]));
     process.stdout.write(`${r.name}: ${out}\n\n` +
       (head.length ? table(['stage', 'file', 'sparsity', 'benign (Δ points)', 'robust (Δ points)', 'bytes (dense/this)', 'MACs (dense/this)', 'batch-1 ms (speed-up)', 'batch-64 img/s (speed-up)'], head) + '\n\n' : '') +
-      table(['run', 'file', 'sparsity', 'benign', 'PGD', 'Square', 'IBP', 'certified', 'bytes'], rows) + `\n\n  ${files.json}\n  ${files.html}\n`);
+      table(['run', 'file', 'sparsity', 'benign', 'PGD', 'AutoAttack', 'Square', 'IBP', 'CROWN', 'certified', 'bytes'], rows) + `\n\n  ${files.json}\n  ${files.html}\n`);
   },
 };

@@ -15,8 +15,10 @@ interface VerifyLike {
   benign: { acc: number };
   pgd?: { acc: number; settings: { eps: number; steps: number } };
   square?: { acc: number };
+  autoattack?: { acc: number; version: string };
   robust?: { acc: number; attacks: string[] };
   ibp?: { verified_acc: number; eps: number };
+  crown?: { verified_acc: number; eps: number; alpha_steps?: number };
   smoothing?: { settings: { sigma: number }; certified: { radius: number; acc: number }[] };
   cost?: { macs: number; params: number; prunable_zeros: number; latency: { threads: number; batch1: { median_ms: number; p90_ms: number }; batchN: { batch: number; images_per_second: number } } };
 }
@@ -32,7 +34,7 @@ export interface HeadlineRow {
   /** worst case over the attacks run (per example), or PGD alone */
   robust?: number;
   robust_attacks?: string[];
-  certified?: { ibp?: { eps: number; acc: number }; smoothing?: { sigma: number; radius: number; acc: number }[] };
+  certified?: { ibp?: { eps: number; acc: number }; crown?: { eps: number; acc: number; alpha: boolean }; smoothing?: { sigma: number; radius: number; acc: number }[] };
   bytes: number;
   gzip_bytes: number;
   macs?: number;
@@ -67,8 +69,9 @@ function headlineRow(stage: HeadlineRow['stage'], v: VerifyLike & { judged: stri
     benign: v.benign.acc,
     robust: v.robust?.acc ?? v.pgd?.acc,
     robust_attacks: v.robust?.attacks ?? (v.pgd ? [`PGD-${v.pgd.settings.steps}`] : undefined),
-    certified: v.ibp || v.smoothing ? {
+    certified: v.ibp || v.crown || v.smoothing ? {
       ...(v.ibp ? { ibp: { eps: v.ibp.eps, acc: v.ibp.verified_acc } } : {}),
+      ...(v.crown ? { crown: { eps: v.crown.eps, acc: v.crown.verified_acc, alpha: !!v.crown.alpha_steps } } : {}),
       ...(v.smoothing ? { smoothing: v.smoothing.certified.map((x) => ({ sigma: v.smoothing!.settings.sigma, radius: x.radius, acc: x.acc })) } : {}),
     } : undefined,
     bytes: v.model.bytes, gzip_bytes: gzipBytes,
@@ -173,6 +176,7 @@ function certifiedCell(c: HeadlineRow['certified']): string {
   if (!c) return '–';
   const parts: string[] = [];
   if (c.ibp) parts.push(`IBP ${pc(c.ibp.acc)} @ε ${c.ibp.eps}`);
+  if (c.crown) parts.push(`${c.crown.alpha ? 'α-' : ''}CROWN ${pc(c.crown.acc)} @ε ${c.crown.eps}`);
   for (const s of c.smoothing ?? []) parts.push(`σ ${s.sigma}: ${pc(s.acc)} @${s.radius}`);
   return parts.join('<br>');
 }
@@ -188,7 +192,7 @@ export function renderHtml(r: Recipe, variants: VariantSummary[], dense?: Headli
     `<td>${h.latency ? h.latency.batch1_median_ms.toFixed(3) : '–'} ${faster(h.delta?.batch1_speedup)}</td><td>${h.latency ? int(h.latency.images_per_second) : '–'} ${faster(h.delta?.throughput_x)}</td></tr>`));
   const attacks = [...new Set(variants.flatMap((v) => v.headline.flatMap((h) => h.robust_attacks ?? [])))];
   const lat = variants.flatMap((v) => v.headline).find((h) => h.latency)?.latency;
-  const rows = variants.flatMap((v) => v.verify.map((x) => `<tr><td>${esc(v.variant)}</td><td>${esc(x.judged)}${x.model.quantized ? ' (int8)' : ''}</td><td>${v.sparsity !== undefined ? `${pc(v.sparsity)}${v.unit === 'channels' ? ' of channels' : ''}` : '0%'}</td><td>${pc(x.benign.acc)}</td><td>${pc(x.pgd?.acc)}</td><td>${pc(x.square?.acc)}</td><td>${pc(x.ibp?.verified_acc)}</td><td>${x.smoothing?.certified.length ? x.smoothing.certified.map((c) => `${pc(c.acc)} @${c.radius}`).join('<br>') : '–'}</td><td>${x.model.bytes.toLocaleString('en-US')}</td></tr>`));
+  const rows = variants.flatMap((v) => v.verify.map((x) => `<tr><td>${esc(v.variant)}</td><td>${esc(x.judged)}${x.model.quantized ? ' (int8)' : ''}</td><td>${v.sparsity !== undefined ? `${pc(v.sparsity)}${v.unit === 'channels' ? ' of channels' : ''}` : '0%'}</td><td>${pc(x.benign.acc)}</td><td>${pc(x.pgd?.acc)}</td><td>${pc(x.autoattack?.acc)}</td><td>${pc(x.square?.acc)}</td><td>${pc(x.ibp?.verified_acc)}</td><td>${pc(x.crown?.verified_acc)}</td><td>${x.smoothing?.certified.length ? x.smoothing.certified.map((c) => `${pc(c.acc)} @${c.radius}`).join('<br>') : '–'}</td><td>${x.model.bytes.toLocaleString('en-US')}</td></tr>`));
   // (artifacts shared by every variant of a sweep, such as the pretrained model, are listed once)
   const seen = new Set<string>();
   const arts = variants.flatMap((v) => v.artifacts.filter((a) => !seen.has(a.file) && seen.add(a.file)).map((a) => `<tr><td>${esc(variants.length > 1 && !a.file.includes('/') ? 'all' : v.variant)}</td><td>${esc(a.file)}</td><td>${a.bytes.toLocaleString('en-US')}</td><td>${a.gzip_bytes.toLocaleString('en-US')}</td></tr>`));
@@ -271,7 +275,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 <table id="headline"><tr><th>stage</th><th>file</th><th>sparsity</th><th>benign</th><th>robust${attacks.length ? ` (${esc(attacks.join(' + '))})` : ''}</th><th>certified</th><th>bytes</th><th>MACs / image</th><th>batch 1 ms (median)</th><th>batch ${lat?.batch ?? 64} img/s</th></tr>${headRows.join('')}</table>
 <p class="d">Accuracy changes are in points against the dense row; robust accuracy is the per-example worst case over the attacks run.${lat ? ` Latency: onnxruntime-node CPU, ${lat.threads ? `${lat.threads} threads` : 'one thread per core'}, median of repeated runs after a warm-up.` : ''}</p>
 <h2>Verification</h2>
-<table id="verify"><tr><th>run</th><th>file</th><th>sparsity</th><th>benign</th><th>PGD</th><th>Square</th><th>IBP verified</th><th>smoothing certified @ L2 radius</th><th>bytes</th></tr>${rows.join('')}</table>
+<table id="verify"><tr><th>run</th><th>file</th><th>sparsity</th><th>benign</th><th>PGD</th><th>AutoAttack</th><th>Square</th><th>IBP verified</th><th>CROWN verified</th><th>smoothing certified @ L2 radius</th><th>bytes</th></tr>${rows.join('')}</table>
 ${charts.join('\n')}
 <h2>Artifacts</h2>
 <table><tr><th>run</th><th>file</th><th>bytes</th><th>gzip bytes</th></tr>${arts.join('')}</table>
