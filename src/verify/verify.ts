@@ -164,8 +164,15 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
     }
     const attacked: string[] = [];
     const robust = correct.slice();
-    let pgdAlive: Uint8Array | undefined;
     let ibpVerified: Uint8Array | undefined;
+    /** verified examples that are misclassified, or broken by the attacks when all of them stay in the certified L∞ ball */
+    const brokenVerified = (v: Uint8Array, eps: number): number => {
+      const attacks = [o.pgd, o.square, o.autoattack].filter((c): c is NonNullable<typeof c> => !!c);
+      const inBall = attacks.length > 0 && attacks.every((c) => (c.norm ?? 'linf') === 'linf' && c.eps <= eps);
+      let broken = 0;
+      for (let i = 0; i < n; i++) if (v[i] && (!correct[i] || (inBall && !robust[i]))) broken++;
+      return broken;
+    };
     try {
       if (o.pgd && net) {
         t = performance.now();
@@ -190,7 +197,6 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
         for (let i = 0; i < n; i++) robust[i] &= alive[i]!;
         report.engine = net.describe(); // (names the per-op fallback when the compiled engine gave up)
         attacked.push(`PGD-${c.steps}`);
-        pgdAlive = alive;
         log(`PGD-${c.steps} accuracy ${(100 * acc).toFixed(2)}%`);
         if (st.disagreements > 0.05 * st.candidates && st.candidates > 20) {
           warnings.push(`onnxruntime and onnx-hydra's graph disagree on ${((100 * st.disagreements) / st.candidates).toFixed(1)}% of the PGD candidates${stripped.quantized ? ' (expected for an int8 model: gradients come from its float graph)' : ''}`);
@@ -251,8 +257,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
         ib.stop();
         const v = verifiedFlags(lower, y, n, classes);
         ibpVerified = v;
-        let broken = 0;
-        for (let i = 0; i < n; i++) if (v[i] && (!correct[i] || (pgdAlive && !pgdAlive[i] && o.pgd!.eps <= o.ibp.eps))) broken++;
+        const broken = brokenVerified(v, o.ibp.eps);
         sec = (performance.now() - t) / 1000;
         const verified = v.reduce((a, b) => a + b, 0);
         report.ibp = {
@@ -271,11 +276,7 @@ export async function verifyModel(o: VerifyOptions): Promise<VerifyReport> {
         const lower = await marginLowerBounds(graph, x, y, n, o.crown.eps, { batch: o.batch, provider: o.provider, bar: cb, crown: { neurons: o.crown.neurons, alpha: o.crown.alpha }, layers });
         cb.stop();
         const v = verifiedFlags(lower, y, n, classes);
-        // an attack within the certified ball (every attack run L∞ with ε ≤ CROWN's) must break no verified example
-        const attacks = [o.pgd, o.square, o.autoattack].filter((c): c is NonNullable<typeof c> => !!c);
-        const inBall = attacks.length > 0 && attacks.every((c) => (c.norm ?? 'linf') === 'linf' && c.eps <= o.crown!.eps);
-        let broken = 0;
-        for (let i = 0; i < n; i++) if (v[i] && (!correct[i] || (inBall && !robust[i]))) broken++;
+        const broken = brokenVerified(v, o.crown.eps);
         sec = (performance.now() - t) / 1000;
         const verified = v.reduce((a, b) => a + b, 0);
         let gained: number | undefined;
