@@ -23,7 +23,7 @@ import { ChannelMasker, planChannels, pruneChannels, unshareInitializers } from 
 import { channelGroups } from '../src/prune/channels.js';
 import { keepLargestNorms } from '../src/prune/shrink.js';
 import { parseRecipe } from '../src/pipeline/recipe.js';
-import { createSession, runSession } from '../src/runtime/ort.js';
+import { outputDifference } from '../src/runtime/ort.js';
 import { buildModel, encode, floatInit, node } from './helpers/build-model.js';
 
 const BIN = path.resolve('bin/onnx-hydra.js');
@@ -51,24 +51,7 @@ const SHORT = ['--train-limit', '256', '--batch-size', '64', '--prune-epochs', '
 
 /** onnxruntime logits of two models on the first `n` test images: the largest |difference| and |logit|. */
 async function ortDiff(a: OnnxModel | string, b: OnnxModel | string, n = 64): Promise<{ diff: number; scale: number }> {
-  const per = 28 * 28;
-  const x = { data: data.test.x.slice(0, n * per), shape: [n, 1, 28, 28] };
-  const sa = await createSession(a);
-  const sb = await createSession(b);
-  try {
-    const [ya] = await runSession(sa, [x]);
-    const [yb] = await runSession(sb, [x]);
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < ya!.data.length; i++) {
-      diff = Math.max(diff, Math.abs(ya!.data[i]! - yb!.data[i]!));
-      scale = Math.max(scale, Math.abs(ya!.data[i]!));
-    }
-    return { diff, scale };
-  } finally {
-    await sa.session.release();
-    await sb.session.release();
-  }
+  return outputDifference(a, b, { data: data.test.x.slice(0, n * 28 * 28), shape: [n, 1, 28, 28] });
 }
 
 const initShape = (m: OnnxModel, name: string): number[] => decodeTensor(m.proto.graph!.initializer!.find((t) => t.name === name)!).shape;

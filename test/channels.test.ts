@@ -15,7 +15,7 @@ import { PreparedGraph } from '../src/graph/graph.js';
 import { countMacs } from '../src/graph/macs.js';
 import { channelGroups, type ChannelAnalysis } from '../src/prune/channels.js';
 import { keepLargestNorms, maskChannels, shrinkChannels, type KeptChannels } from '../src/prune/shrink.js';
-import { createSession, runSession } from '../src/runtime/ort.js';
+import { outputDifference } from '../src/runtime/ort.js';
 import { checkModel } from '../src/verify/equivalence.js';
 
 const BIN = path.resolve('bin/onnx-hydra.js');
@@ -57,23 +57,7 @@ function randomKept(a: ChannelAnalysis, seed: string): number[][] {
 async function maxDiff(a: OnnxModel, b: OnnxModel, shape: number[], seed = 'x'): Promise<{ diff: number; scale: number }> {
   const rng = seedrandom(seed);
   const x = Float32Array.from({ length: shape.reduce((p, d) => p * d, 1) }, () => rng());
-  const sa = await createSession(a);
-  const sb = await createSession(b);
-  try {
-    const [ya] = await runSession(sa, [{ data: x, shape }]);
-    const [yb] = await runSession(sb, [{ data: x, shape }]);
-    assert.deepEqual(ya!.shape, yb!.shape);
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < ya!.data.length; i++) {
-      diff = Math.max(diff, Math.abs(ya!.data[i]! - yb!.data[i]!));
-      scale = Math.max(scale, Math.abs(ya!.data[i]!));
-    }
-    return { diff, scale };
-  } finally {
-    await sa.session.release();
-    await sb.session.release();
-  }
+  return outputDifference(a, b, { data: x, shape });
 }
 
 const batchShape = (p: PreparedGraph, batch: number): number[] => p.inputs[0]!.shape.map((d) => (d === 'N' ? batch : (d as number)));

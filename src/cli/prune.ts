@@ -20,7 +20,7 @@ import type { OnnxModel } from '../onnx/model.js';
 import type { Dataset } from '../data/index.js';
 import { sparsityOf } from '../prune/masks.js';
 import { calibrationSet, quantizeInt8 } from '../quant/qdq.js';
-import { createSession, runSession, toSparseIfLoadable } from '../runtime/ort.js';
+import { outputDifference, toSparseIfLoadable } from '../runtime/ort.js';
 import { evaluateRobustness } from '../verify/robustness.js';
 import { compareWithOrt } from '../verify/equivalence.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -35,22 +35,8 @@ type Args = Record<string, unknown> & { model: string; json: boolean; out?: stri
 async function maxLogitDiff(a: OnnxModel, b: OnnxModel, test: Dataset, n: number): Promise<{ n: number; max_abs_logit_diff: number; max_abs_logit: number }> {
   const m = Math.min(n, test.length);
   const per = test.shape[0] * test.shape[1] * test.shape[2];
-  const x = { data: test.x.subarray(0, m * per), shape: [m, ...test.shape] };
-  const [sa, sb] = [await createSession(a), await createSession(b)];
-  try {
-    const [ya] = await runSession(sa, [x]);
-    const [yb] = await runSession(sb, [x]);
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < ya!.data.length; i++) {
-      diff = Math.max(diff, Math.abs(ya!.data[i]! - yb!.data[i]!));
-      scale = Math.max(scale, Math.abs(ya!.data[i]!));
-    }
-    return { n: m, max_abs_logit_diff: diff, max_abs_logit: scale };
-  } finally {
-    await sa.session.release();
-    await sb.session.release();
-  }
+  const { diff, scale } = await outputDifference(a, b, { data: test.x.subarray(0, m * per), shape: [m, ...test.shape] });
+  return { n: m, max_abs_logit_diff: diff, max_abs_logit: scale };
 }
 
 interface Cost { macs?: number; params: number; bytes: number }

@@ -100,3 +100,26 @@ export async function toSparseIfLoadable(model: OnnxModel, names: string[]): Pro
   }
   return { ok: true, model: out };
 }
+
+/**
+ * Both models run by onnxruntime on the same input: the largest |difference| of their first outputs and the
+ * largest |output| of the first (the scale a tolerance is relative to). The output shapes must agree.
+ */
+export async function outputDifference(a: OnnxModel | Uint8Array | string, b: OnnxModel | Uint8Array | string, input: { data: Float32Array; shape: number[] }): Promise<{ diff: number; scale: number }> {
+  const [sa, sb] = [await createSession(a), await createSession(b)];
+  try {
+    const [ya] = await runSession(sa, [input]);
+    const [yb] = await runSession(sb, [input]);
+    if (ya!.shape.join() !== yb!.shape.join()) throw new Error(`outputs of shapes [${ya!.shape}] and [${yb!.shape}] differ`);
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < ya!.data.length; i++) {
+      diff = Math.max(diff, Math.abs(ya!.data[i]! - yb!.data[i]!));
+      scale = Math.max(scale, Math.abs(ya!.data[i]!));
+    }
+    return { diff, scale };
+  } finally {
+    await sa.session.release();
+    await sb.session.release();
+  }
+}
