@@ -84,7 +84,7 @@ test('channelMaskSTE: forward is the 0/1 mask, backward dL/ds = dL/dm ⊙ sign(s
   coeff.dispose();
 });
 
-test('channel HYDRA: the straight-through gradient reaches every group\'s scores and the score phase leaves the weights frozen', async () => {
+test('channel HYDRA: the straight-through gradient reaches every group\'s scores, removed channels\' included, and the score phase leaves the weights frozen', async () => {
   const graph = TfGraph.fromModel(loadModel(MODEL));
   const net = new Net(graph, engine);
   const plan = planChannels(graph);
@@ -93,9 +93,16 @@ test('channel HYDRA: the straight-through gradient reaches every group\'s scores
   // gradient of the loss of a batch through the masked parameters, with respect to the scores only
   const scores = plan.groups.map((pg, i) => tf.variable(tf.randomUniform([pg.group.channels], 0.1, 1, 'float32', i), true, `channel-score:grad-test:${i}`));
   const hard = allocateChannels(scores.map((s) => s.dataSync() as Float32Array), 0.5, 'layer');
-  const masker = new ChannelMasker(graph, plan);
+  const masker = new ChannelMasker(graph, plan, 'scoreMasked');
   const x = tf.tensor(small.train.x.slice(0, 32 * 784), [32, 1, 28, 28]);
   const y = tf.oneHot(tf.tensor1d(small.train.y.slice(0, 32), 'int32'), 10);
+  // the score phase masks the consumers' input weights: the same function as the masked network (producers masked)
+  const producerMasker = new ChannelMasker(graph, plan, 'masked');
+  const logitsWith = (m: ChannelMasker): Float32Array => tf.tidy(() => net.logits(x, { training: false, gradX: false, gradParams: false, overrides: m.apply(hard.map((h) => tf.tensor1d(h))) }).logits.dataSync() as Float32Array);
+  const [viaConsumers, viaProducers] = [logitsWith(masker), logitsWith(producerMasker)];
+  const scale = Math.max(...viaProducers.map(Math.abs));
+  viaConsumers.forEach((v, i) => assert.ok(Math.abs(v - viaProducers[i]!) <= 1e-4 * scale, `logit ${i}: consumers masked ${v}, producers masked ${viaProducers[i]}`));
+  producerMasker.dispose();
   const { grads } = tf.variableGrads(() => {
     const overrides = masker.apply(scores.map((s, i) => channelMaskSTE(s, hard[i]!)));
     const z = net.logits(x, { training: true, gradX: false, gradParams: true, overrides }).logits;
@@ -106,6 +113,8 @@ test('channel HYDRA: the straight-through gradient reaches every group\'s scores
     const gr = grads[s.name]!.dataSync();
     assert.ok(gr.every(Number.isFinite));
     assert.ok(gr.some((v, c) => hard[i]![c] && v !== 0), `group ${plan.groups[i]!.index}: no gradient reached a kept channel's score`);
+    // a removed channel's activation stays alive in the score phase, so its score can still rise back
+    assert.ok(gr.some((v, c) => !hard[i]![c] && v !== 0), `group ${plan.groups[i]!.index}: no gradient reached a removed channel's score`);
   });
   masker.dispose();
   for (const s of scores) s.dispose();

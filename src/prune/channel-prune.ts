@@ -3,7 +3,12 @@
 // BatchNormalization scale and shift — the masked network of shrink.ts, which the export then shrinks.
 //   hydra: one importance score per channel, initialised from the group's channel weight norms divided by
 //          the group's largest norm; top-k per group through a straight-through estimator, scores trained
-//          on the objective with the weights frozen; then fine-tuning with the mask fixed.
+//          on the objective with the weights frozen; then fine-tuning with the mask fixed. While the scores
+//          train, a channel's mask multiplies its consumers' input-weight slices, not its producers: the
+//          network computes the same function (no consumer reads the channel), but a removed channel's
+//          activation stays alive, so its score still gets a gradient and can come back. Masking the producers
+//          made the channel exactly 0 before its ReLU, whose gradient there is 0: a removed channel's score
+//          never moved again.
 //   lwm:   the channels of largest weight norm of the (robustly pretrained) network; then fine-tuning.
 //   admm:  Adv-ADMM whose projection keeps the k channels of each group with the largest weight norms of
 //          the auxiliary variable; then hard pruning by the weights' channel norms, and fine-tuning.
@@ -43,6 +48,12 @@ export interface PrunableGroup {
   masked: VariableSlice[];
   /** the variable of each producer's weight (group.producers order): the channel norms */
   producerWeights: string[];
+  /**
+   * what a channel's mask multiplies while HYDRA's scores train: the consumers' input-weight slices (the
+   * group's channels then reach no output, as in the masked network), or `masked` when a consumer's weight
+   * is not a trainable initializer
+   */
+  scoreMasked: VariableSlice[];
 }
 
 export interface ChannelPlan {
@@ -148,8 +159,23 @@ export function planChannels(graph: TfGraph): ChannelPlan {
     }
     const producerWeights = group.producers.map((p) => variableOf(p.weight));
     if (!why && producerWeights.some((w) => !w)) why = `${group.producers[producerWeights.indexOf(undefined)]!.node}: its weight is not a trainable initializer`;
+    const consumers = new Map<string, VariableSlice>();
+    let consumersTrainable = true;
+    for (const s of group.slices) {
+      if (s.role !== 'input-weight') continue;
+      const variable = variableOf(s.tensor);
+      if (!variable) consumersTrainable = false;
+      else {
+        const v = { variable, axis: s.axis, offset: s.offset, block: s.block };
+        consumers.set(JSON.stringify(v), v);
+      }
+    }
     if (why) dense.push({ producers: group.producers.map((p) => p.node), channels: group.channels, reason: why });
-    else groups.push({ index, group, masked: [...masked.values()], producerWeights: producerWeights as string[] });
+    else {
+      const producerMasked = [...masked.values()];
+      const scoreMasked = consumersTrainable && consumers.size ? [...consumers.values()] : producerMasked;
+      groups.push({ index, group, masked: producerMasked, producerWeights: producerWeights as string[], scoreMasked });
+    }
   });
   return { analysis, groups, dense };
 }
@@ -217,15 +243,16 @@ export function groupNorms(graph: TfGraph, plan: ChannelPlan, valueOf: (variable
 }
 
 /**
- * The masked parameters of the forward pass: every masked variable multiplied by its channels' masks
- * (broadcast along the slice's axis), differentiable with respect to the masks.
+ * The masked parameters of the forward pass: every variable of `slices` (per plan group: `masked`, the
+ * producers, or `scoreMasked`, the consumers) multiplied by its channels' masks (broadcast along the
+ * slice's axis), differentiable with respect to the masks.
  */
 export class ChannelMasker {
   private readonly factors = new Map<string, { group: number; index: tf.Tensor1D; shape: number[] }[]>();
 
-  constructor(private readonly graph: TfGraph, plan: ChannelPlan) {
+  constructor(private readonly graph: TfGraph, plan: ChannelPlan, slices: 'masked' | 'scoreMasked' = 'masked') {
     plan.groups.forEach((pg, gi) => {
-      for (const s of pg.masked) {
+      for (const s of pg[slices]) {
         const shape = graph.variables.get(s.variable)!.shape;
         // position p of the axis reads mask entry c (its channel), or entry `channels` (a 1) outside the group's slice
         const index = new Int32Array(shape[s.axis]!).fill(pg.group.channels);
@@ -308,7 +335,7 @@ export async function pruneChannels(net: Net, data: Pick<DataSplits, 'train' | '
         return tf.variable(tf.tensor1d(init), true, `channel-score:${pg.index}`);
       });
       const vars = new Map(scores.map((s, i) => [`group${plan.groups[i]!.index}`, s]));
-      const masker = new ChannelMasker(g, plan);
+      const masker = new ChannelMasker(g, plan, 'scoreMasked');
       // the top-k masks of one version of the scores (the attack and the loss of a step share them)
       let cached: { ids: object[]; hard: Float32Array[] } | undefined;
       const hardMasks = (): Float32Array[] => {
