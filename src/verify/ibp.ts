@@ -28,23 +28,13 @@ export async function marginLowerBounds(graph: TfGraph, x: Float32Array, y: Int3
   const outShape = graph.prepared.shapes.get(graph.outputs[0]!);
   const k = (outShape?.at(-1) as number) ?? 10;
   let batch = Math.min(o.batch ?? 256, Math.max(1, n));
-  if (o.crown) {
-    // a CROWN pass of a layer with m neurons carries 2m coefficient rows per example down to the input:
-    // keep the largest coefficient tensor near 2^26 floats (256 MB)
-    let rowsPerExample = k;
-    let first = true;
-    for (const node of graph.prepared.runNodes) {
-      if (node.opType !== 'Relu') continue;
-      // (the first ReLU layer usually keeps its exact interval bounds, see emitBounds)
-      if (first) { first = false; continue; }
-      const m = (graph.prepared.shapes.get(node.inputs[0]!) ?? []).slice(1).reduce((p: number, d) => p * (d as number), 1);
-      if (m <= o.crown.neurons) rowsPerExample = Math.max(rowsPerExample, 2 * m);
-    }
-    const widest = Math.max(per, ...[...graph.prepared.shapes.values()].map((sh) => sh.slice(1).reduce((p: number, d) => p * (d as number), 1)));
-    batch = Math.max(1, Math.min(batch, Math.floor(2 ** 26 / (rowsPerExample * widest))));
-  }
   let model: Uint8Array;
   if (o.crown) {
+    // a CROWN pass carries its coefficient rows per example down to the input: keep the largest
+    // coefficient tensor near 2^26 floats (256 MB); the graph built for one example says how many rows
+    const { rowsPerExample } = crownMarginModel(graph.prepared, 1, o.crown.neurons);
+    const widest = Math.max(per, ...[...graph.prepared.shapes.values()].map((sh) => sh.slice(1).reduce((p: number, d) => p * (d as number), 1)));
+    batch = Math.max(1, Math.min(batch, Math.floor(2 ** 26 / (rowsPerExample * widest))));
     const c = crownMarginModel(graph.prepared, batch, o.crown.neurons);
     model = c.model;
     if (o.layers) Object.assign(o.layers, { crown: c.crownLayers, ibp: c.ibpLayers });

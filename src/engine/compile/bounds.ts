@@ -47,8 +47,12 @@ export interface CrownOptions {
    * created are listed here so that the caller can optimise them
    */
   alphaInputs?: { name: string; shape: number[]; adaptive?: string }[];
-  /** filled in: ReLU layers bounded by CROWN, and those left with IBP bounds because of their size */
-  stats?: { crownLayers: number; ibpLayers: number };
+  /**
+   * filled in: ReLU layers bounded by CROWN, those left with IBP bounds because of their size, and the
+   * most coefficient rows per example any CROWN pass of the graph carries (2·neurons for an intermediate
+   * pass, the specification's rows for the final one): what a caller sizes its batch by
+   */
+  stats?: { crownLayers: number; ibpLayers: number; rowsPerExample?: number };
   /** shapes of every value of the forward graph at the compiled batch size */
   shapes: Map<string, number[]>;
   batch: number;
@@ -109,7 +113,10 @@ export function emitBounds(src: GraphBuilder, xName: string, logits: string, sha
       if (crown!.stats) crown!.stats.ibpLayers++;
       return;
     }
-    if (crown!.stats) crown!.stats.crownLayers++;
+    if (crown!.stats) {
+      crown!.stats.crownLayers++;
+      crown!.stats.rowsPerExample = Math.max(crown!.stats.rowsPerExample ?? 0, 2 * m);
+    }
     const n = crown!.batch;
     // rows [e_j; −e_j] per neuron j: lower bounds of z_j and of −z_j (= −upper)
     const eye = b.op('EyeLike', [b.op('ConstantOfShape', [b.constI64([m, m])], { value: hostTensor('float32', [1], [0]) })]);
@@ -245,6 +252,7 @@ function emitMargins(b: GraphBuilder, src: GraphBuilder, logits: string, iv: Map
  */
 function emitCrown(b: GraphBuilder, src: GraphBuilder, xName: string, logits: string, iv: Map<string, Iv>, lu: (v: string) => [string, string], o: CrownOptions): string {
   const { batch: n, classes: k } = o;
+  if (o.stats) o.stats.rowsPerExample = Math.max(o.stats.rowsPerExample ?? 0, k);
   const spec = specInput(b, n, k);
   return crownBackward(b, src, xName, logits, b.reshape(spec, [n * k, k]), k, iv, lu, o, o.intermediate ? 'CROWN' : 'CROWN-IBP');
 }

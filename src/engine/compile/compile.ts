@@ -170,8 +170,8 @@ export function marginBoundsModel(p: PreparedGraph, batch: number): Uint8Array {
  * from the logits with the class-difference specification folded in. Also says how many ReLU layers got
  * CROWN bounds.
  */
-export function crownMarginModel(p: PreparedGraph, batch: number, intermediate: number): { model: Uint8Array; crownLayers: number; ibpLayers: number } {
-  const stats = { crownLayers: 0, ibpLayers: 0 };
+export function crownMarginModel(p: PreparedGraph, batch: number, intermediate: number): { model: Uint8Array; crownLayers: number; ibpLayers: number; rowsPerExample: number } {
+  const stats = { crownLayers: 0, ibpLayers: 0, rowsPerExample: 0 };
   const f = boundsForward(p, batch, false, false, { intermediate, stats, maxPool: true }, undefined, true);
   return { model: modelBytes(f.fb, [f.logits]), ...stats };
 }
