@@ -24,6 +24,8 @@ test('recipes: unknown keys, wrong types and impossible stage orders are rejecte
   assert.throws(() => parseRecipe(base('  - pretrain: {epochs: 1}\n') + 'sweep: {sparsity: [0.5]}\n', 'r.yaml'), /exactly 1/);
   const r = parseRecipe(base('  - prune: {method: hydra}\n') + 'sweep: {sparsity: [0.5, 0.9], method: [hydra, lwm]}\n', 'r.yaml');
   assert.equal(sweepCombinations(r).length, 4);
+  assert.equal(sweepCombinations(parseRecipe(base('  - prune: {method: hydra}\n') + 'sweep: {seed: [0, 1, 2], method: [hydra, lwm]}\n', 'r.yaml')).length, 6);
+  assert.throws(() => parseRecipe(base('  - prune: {method: hydra}\n') + 'sweep: {seed: [0.5]}\n', 'r.yaml'), /'seed' must be a list of integers/);
   for (const f of fs.readdirSync('pipelines').filter((f) => /\.ya?ml$/.test(f))) {
     const rr = spawnSync(process.execPath, [BIN, 'run', `pipelines/${f}`, '--check'], { encoding: 'utf8' });
     assert.equal(rr.status, 0, `${f}: ${rr.stderr}`);
@@ -98,6 +100,28 @@ test('run: pretrain → prune → quantize → verify end to end; report.json nu
   const again2 = spawnSync(process.execPath, [BIN, 'run', recipe, '--out', moved], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(again2.status, 0, again2.stderr);
   assert.doesNotMatch(again2.stderr, /running:/, 'nothing ran again');
+});
+
+test('run: a sweep over seed runs each setting once per seed with that seed, and the report gives each setting\'s mean and spread', () => {
+  const recipe = path.join(tmp, 'seeds.yaml');
+  fs.writeFileSync(recipe, `name: seeds\nmodel: models/mlp.onnx\nstages:\n  - prune: {method: lwm, sparsity: 0.5, objective: natural, finetune_epochs: 1, train_limit: 512, batch_size: 64, eval_limit: 0, eval_steps: 0, final_eval_limit: 50}\n  - verify: {pgd: {steps: 2}, limit: 200}\nsweep: {seed: [3, 4]}\n`);
+  const out = path.join(tmp, 'run-seeds');
+  const r = spawnSync(process.execPath, [BIN, 'run', recipe, '--out', out, '--json'], { encoding: 'utf8', timeout: 300_000 });
+  assert.equal(r.status, 0, r.stderr.slice(-2000));
+  const rep = JSON.parse(r.stdout);
+  assert.deepEqual(rep.variants.map((v: { variant: string }) => v.variant), ['seed-3', 'seed-4']);
+  // each variant's stages ran with its own seed
+  for (const seed of [3, 4]) {
+    for (const stage of ['01-prune', '02-verify']) assert.match(fs.readFileSync(path.join(out, `seed-${seed}`, `${stage}.log`), 'utf8'), new RegExp(`--seed ${seed}\\b`), `${stage} of seed ${seed}`);
+  }
+  const pruned = rep.variants.map((v: { headline: { stage: string; benign: number; robust: number }[] }) => v.headline.find((h) => h.stage === 'pruned')!);
+  assert.equal(rep.seeds.length, 1);
+  const e = rep.seeds[0];
+  assert.deepEqual(e.seeds, [3, 4]);
+  assert.deepEqual(e.robust, pruned.map((h: { robust: number }) => h.robust));
+  assert.ok(Math.abs(e.benign_mean - (pruned[0].benign + pruned[1].benign) / 2) < 1e-12);
+  assert.ok(Math.abs(e.benign_sd - Math.abs(pruned[0].benign - pruned[1].benign) / Math.SQRT2) < 1e-12);
+  assert.match(fs.readFileSync(path.join(out, 'report.html'), 'utf8'), /Repeats over seeds/);
 });
 
 test('run: SIGKILL in the middle of fine-tuning, then the same command resumes from the epoch checkpoint and finishes', async () => {

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { loadRecipe } from '../pipeline/recipe.js';
 import { runRecipe } from '../pipeline/runner.js';
-import { writeReports } from '../pipeline/report.js';
+import { writeReports, type SeedRepeats } from '../pipeline/report.js';
 import { pct, printJson, table } from './common.js';
 
 type Args = Record<string, unknown> & { recipe: string };
@@ -45,8 +45,13 @@ export const runCommand: CommandModule<object, Args> = {
       h.bytes.toLocaleString('en-US') + ratio(h.delta?.bytes_x), h.macs !== undefined ? h.macs.toLocaleString('en-US') + ratio(h.delta?.macs_x) : '-',
       h.latency ? h.latency.batch1_median_ms.toFixed(3) + ratio(h.delta?.batch1_speedup) : '-', h.latency ? h.latency.images_per_second.toFixed(0) + ratio(h.delta?.throughput_x) : '-',
     ]));
+    const seeds = (json.seeds as SeedRepeats[] | undefined) ?? [];
+    const spread = (m: number | null, s: number | null): string => (m === null ? '-' : `${pct(m, 2)} ± ${(100 * s!).toFixed(2)}`);
+    const seedRows = seeds.map((e) => [e.setting, e.seeds.join(', '), spread(e.benign_mean, e.benign_sd), spread(e.robust_mean, e.robust_sd), e.robust.map((v) => (v === null ? '-' : pct(v, 2))).join(', ')]);
     process.stdout.write(`${r.name}: ${out}\n\n` +
       (head.length ? table(['stage', 'file', 'sparsity', 'benign (Δ points)', 'robust (Δ points)', 'bytes (dense/this)', 'MACs (dense/this)', 'batch-1 ms (speed-up)', 'batch-64 img/s (speed-up)'], head) + '\n\n' : '') +
-      table(['run', 'file', 'sparsity', 'benign', 'PGD', 'AutoAttack', 'Square', 'IBP', 'CROWN', 'certified', 'bytes'], rows) + `\n\n  ${files.json}\n  ${files.html}\n`);
+      table(['run', 'file', 'sparsity', 'benign', 'PGD', 'AutoAttack', 'Square', 'IBP', 'CROWN', 'certified', 'bytes'], rows) + '\n\n' +
+      (seedRows.length ? `pruned files over the seeds (mean ± sample standard deviation, points):\n${table(['setting', 'seeds', 'benign', 'robust', 'robust per seed'], seedRows)}\n\n` : '') +
+      `  ${files.json}\n  ${files.html}\n`);
   },
 };

@@ -161,15 +161,21 @@ export function parseRecipe(text: string, file: string): Recipe {
   });
   let sweep: Recipe['sweep'];
   if (d.sweep !== undefined) {
-    if (!d.sweep || typeof d.sweep !== 'object' || Array.isArray(d.sweep)) throw new UserError(`${file}: 'sweep' must map prune options to lists of values`);
+    if (!d.sweep || typeof d.sweep !== 'object' || Array.isArray(d.sweep)) throw new UserError(`${file}: 'sweep' must map prune options (or 'seed') to lists of values`);
     const prunes = stages.filter((s) => s.kind === 'prune').length;
     if (prunes !== 1) throw new UserError(`${file}: 'sweep' varies the prune stage; the recipe has ${prunes} prune stages (need exactly 1)`);
     sweep = {};
     for (const [k0, vals] of Object.entries(d.sweep as Record<string, unknown>)) {
       const k = dash(k0);
+      if (!Array.isArray(vals) || !vals.length) throw new UserError(`${file}: sweep: '${k0}' must be a non-empty list`);
+      if (k === 'seed') {
+        // the seed of the variant's stages from the prune stage on (data subsets, score init, attacks): repeats
+        if (vals.some((v) => !Number.isInteger(v))) throw new UserError(`${file}: sweep: 'seed' must be a list of integers`);
+        sweep[k] = vals as number[];
+        continue;
+      }
       const spec = stageSpecs().prune.get(k);
       if (!spec) throw new UserError(`${file}: sweep: unknown prune option '${k0}'`);
-      if (!Array.isArray(vals) || !vals.length) throw new UserError(`${file}: sweep: '${k0}' must be a non-empty list`);
       sweep[k] = vals.map((v) => checkValue(`${file}: sweep`, k0, v, spec) as string | number);
     }
   }
@@ -192,6 +198,11 @@ export function parseRecipe(text: string, file: string): Recipe {
 export function loadRecipe(file: string): Recipe {
   if (!fs.existsSync(file)) throw new UserError(`recipe '${file}' not found`);
   return parseRecipe(fs.readFileSync(file, 'utf8'), file);
+}
+
+/** The folder (and report name) of one sweep combination, e.g. method-hydra_sparsity-0.75. */
+export function variantName(c: Record<string, string | number>): string {
+  return Object.entries(c).map(([k, v]) => `${k}-${v}`).join('_').replace(/[^\w.-]+/g, '-');
 }
 
 /** Every combination of the sweep values (one empty combination without a sweep). */

@@ -6,7 +6,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
 import { writeFileAtomic } from '../util/fs.js';
-import type { Recipe } from './recipe.js';
+import { sweepCombinations, variantName, type Recipe } from './recipe.js';
 import type { RunState, StageRecord } from './runner.js';
 
 interface VerifyLike {
@@ -98,6 +98,48 @@ function withDelta(row: HeadlineRow, dense: HeadlineRow | undefined): HeadlineRo
   };
 }
 
+export interface SeedRepeats {
+  /** the sweep combination without its seed, e.g. method-hydra_sparsity-0.75 */
+  setting: string;
+  seeds: number[];
+  /** the pruned (float) file of each seed, in `seeds` order */
+  benign: number[];
+  robust: (number | null)[];
+  benign_mean: number;
+  benign_sd: number;
+  robust_mean: number | null;
+  robust_sd: number | null;
+}
+
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+/** sample standard deviation (0 for one value) */
+const sd = (xs: number[]): number => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
+
+/** With `seed` in the sweep: each other setting's pruned-file accuracies over the seeds, mean and spread. */
+function seedRepeats(r: Recipe, summaries: VariantSummary[]): SeedRepeats[] {
+  const seeds = r.sweep?.seed as number[] | undefined;
+  if (!seeds) return [];
+  const out = new Map<string, SeedRepeats>();
+  for (const combo of sweepCombinations(r)) {
+    const { seed, ...rest } = combo;
+    const row = summaries.find((s) => s.variant === variantName(combo))?.headline.find((h) => h.stage === 'pruned');
+    if (!row) continue;
+    const setting = variantName(rest);
+    let e = out.get(setting);
+    if (!e) out.set(setting, (e = { setting, seeds: [], benign: [], robust: [], benign_mean: 0, benign_sd: 0, robust_mean: null, robust_sd: null }));
+    e.seeds.push(Number(seed));
+    e.benign.push(row.benign);
+    e.robust.push(row.robust ?? null);
+  }
+  for (const e of out.values()) {
+    e.benign_mean = mean(e.benign);
+    e.benign_sd = sd(e.benign);
+    const robust = e.robust.filter((v): v is number => v !== null);
+    if (robust.length === e.robust.length) [e.robust_mean, e.robust_sd] = [mean(robust), sd(robust)];
+  }
+  return [...out.values()];
+}
+
 export function buildReport(r: Recipe, state: RunState, outDir: string): { json: Record<string, unknown>; variants: VariantSummary[]; dense?: HeadlineRow } {
   // raw and gzip-compressed size of a file, compressed once (the headline and the artifacts, and every
   // variant of a sweep, share files)
@@ -152,10 +194,12 @@ export function buildReport(r: Recipe, state: RunState, outDir: string): { json:
       artifacts, verify, headline: rows, curves,
     };
   });
+  const seeds = seedRepeats(r, summaries);
   const json = {
     recipe: r.name, description: r.description, model: r.model, data: r.data, seed: r.seed,
     started: state.started, finished: state.finished,
     headline: { dense, variants: summaries.map((s) => ({ variant: s.variant, rows: s.headline })) },
+    ...(seeds.length ? { seeds } : {}),
     stages: recs.map((s) => ({ id: s.id, kind: s.kind, role: s.role, artifact: path.relative(outDir, s.artifact), seconds: s.seconds, resumed: s.resumed, report: read(s.report) })),
     variants: summaries,
   };
@@ -181,7 +225,7 @@ function certifiedCell(c: HeadlineRow['certified']): string {
   return parts.join('<br>');
 }
 
-export function renderHtml(r: Recipe, variants: VariantSummary[], dense?: HeadlineRow): string {
+export function renderHtml(r: Recipe, variants: VariantSummary[], dense?: HeadlineRow, seeds: SeedRepeats[] = []): string {
   // the UMD build next to the package's main file (its exports map hides the path)
   const chartJs = fs.readFileSync(path.join(path.dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.js'), 'utf8');
   // headline: dense once, then each variant's pruned and int8 files with their change against dense
@@ -274,6 +318,9 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 <h2>What ships, against the dense model</h2>
 <table id="headline"><tr><th>stage</th><th>file</th><th>sparsity</th><th>benign</th><th>robust${attacks.length ? ` (${esc(attacks.join(' + '))})` : ''}</th><th>certified</th><th>bytes</th><th>MACs / image</th><th>batch 1 ms (median)</th><th>batch ${lat?.batch ?? 64} img/s</th></tr>${headRows.join('')}</table>
 <p class="d">Accuracy changes are in points against the dense row; robust accuracy is the per-example worst case over the attacks run.${lat ? ` Latency: onnxruntime-node CPU, ${lat.threads ? `${lat.threads} threads` : 'one thread per core'}, median of repeated runs after a warm-up.` : ''}</p>
+${seeds.length ? `<h2>Repeats over seeds</h2>
+<table id="seeds"><tr><th>setting</th><th>seeds</th><th>benign (mean ± sd)</th><th>robust (mean ± sd)</th><th>robust per seed</th></tr>${seeds.map((e) => `<tr><td>${esc(e.setting)}</td><td>${e.seeds.join(', ')}</td><td>${pc(e.benign_mean)} ± ${(100 * e.benign_sd).toFixed(2)}</td><td>${e.robust_mean === null ? '–' : `${pc(e.robust_mean)} ± ${(100 * e.robust_sd!).toFixed(2)}`}</td><td>${e.robust.map((v) => (v === null ? '–' : pc(v))).join(', ')}</td></tr>`).join('')}</table>
+<p class="d">The pruned (float) file of each seed; the standard deviation is the sample one, in points.</p>` : ''}
 <h2>Verification</h2>
 <table id="verify"><tr><th>run</th><th>file</th><th>sparsity</th><th>benign</th><th>PGD</th><th>AutoAttack</th><th>Square</th><th>IBP verified</th><th>CROWN verified</th><th>smoothing certified @ L2 radius</th><th>bytes</th></tr>${rows.join('')}</table>
 ${charts.join('\n')}
@@ -305,6 +352,6 @@ export function writeReports(r: Recipe, state: RunState, outDir: string): { json
   const jf = path.join(outDir, 'report.json');
   const hf = path.join(outDir, 'report.html');
   writeFileAtomic(jf, JSON.stringify(json, null, 2));
-  writeFileAtomic(hf, renderHtml(r, variants, dense));
+  writeFileAtomic(hf, renderHtml(r, variants, dense, (json.seeds as SeedRepeats[] | undefined) ?? []));
   return { json: jf, html: hf, report: built };
 }

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../util/fs.js';
 import { UserError } from '../util/errors.js';
 import { PARENT_PID_ENV } from '../util/lifetime.js';
-import { sweepCombinations, type Recipe, type Stage } from './recipe.js';
+import { sweepCombinations, variantName, type Recipe, type Stage } from './recipe.js';
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'onnx-hydra.js');
 
@@ -37,10 +37,6 @@ export interface RunState {
 
 const flagsOf = (o: Record<string, string | number | boolean>): string[] =>
   Object.entries(o).flatMap(([k, v]) => (typeof v === 'boolean' ? (v ? [`--${k}`] : [`--no-${k}`]) : [`--${k}`, String(v)]));
-
-function variantName(c: Record<string, string | number>): string {
-  return Object.entries(c).map(([k, v]) => `${k}-${v}`).join('_').replace(/[^\w.-]+/g, '-');
-}
 
 /** Run a child onnx-hydra command; its output goes to the log file, its stderr also (prefixed) to ours. */
 function runChild(args: string[], logFile: string, tag: string): Promise<void> {
@@ -91,7 +87,7 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
   save();
   writeFileAtomic(path.join(outDir, 'recipe.json'), JSON.stringify(r, null, 2));
   if (!fs.existsSync(r.model)) throw new UserError(`recipe model '${r.model}' not found (paths are relative to the current folder)`);
-  const common = ['--data', r.data, '--seed', String(r.seed), ...(r.backend ? ['--backend', r.backend] : [])];
+  const common = (seed: number): string[] => ['--data', r.data, '--seed', String(seed), ...(r.backend ? ['--backend', r.backend] : [])];
   const firstPrune = r.stages.findIndex((s) => s.kind === 'prune');
   const shared = r.sweep ? r.stages.slice(0, firstPrune) : r.stages;
   const perVariant = r.sweep ? r.stages.slice(firstPrune) : [];
@@ -101,8 +97,8 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
   // verifies it itself right before pruning.
   const verifyAfterPrune = r.stages.slice(firstPrune + 1).find((s) => s.kind === 'verify') ?? r.stages.find((s) => s.kind === 'verify');
   const needsDense = firstPrune >= 0 && verifyAfterPrune !== undefined && r.stages[firstPrune - 1]?.kind !== 'verify';
-  const verifyArgs = (model: string, opts: Record<string, string | number | boolean>, json: string): string[] =>
-    ['verify', model, '--data', r.data, '--seed', String(r.seed), ...(r.backend ? ['--backend', r.backend] : []), ...flagsOf({ latency: true, ...opts }), '--json', json];
+  const verifyArgs = (model: string, opts: Record<string, string | number | boolean>, json: string, seed = r.seed): string[] =>
+    ['verify', model, ...common(seed), ...flagsOf({ latency: true, ...opts }), '--json', json];
   const denseVerify = async (model: string): Promise<void> => {
     if (!needsDense) return;
     const id = 'dense-verify';
@@ -125,6 +121,9 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
   const runStages = async (stages: Stage[], startIndex: number, input: string, dir: string, variant: string, extra: Record<string, string | number>): Promise<string> => {
     let current = input;
     let lastModel = input;
+    // a sweep over `seed` seeds every stage of the variant; other sweep keys are prune options
+    const { seed: variantSeed, ...pruneExtra } = extra;
+    const seed = variantSeed === undefined ? r.seed : Number(variantSeed);
     for (let j = 0; j < stages.length; j++) {
       const s = stages[j]!;
       if (s.kind === 'prune' && !variant) await denseVerify(current);
@@ -143,14 +142,14 @@ export async function runRecipe(r: Recipe, recipeFile: string, outDir: string, o
       const t0 = performance.now();
       // the recipe's normalisation goes into the first stage's model; its output carries it onward
       const norm = current === r.model && (r.mean || r.std) ? { ...(r.mean ? { mean: r.mean } : {}), ...(r.std ? { std: r.std } : {}) } : {};
-      const opts = { ...s.options, ...(s.kind === 'prune' ? extra : {}), ...norm };
+      const opts = { ...s.options, ...(s.kind === 'prune' ? pruneExtra : {}), ...norm };
       const ckpt = `${artifact}.ckpt`;
       const resumed = (s.kind === 'pretrain' || s.kind === 'prune') && fs.existsSync(ckpt);
       let args: string[];
-      if (s.kind === 'pretrain') args = ['train', current, ...common, ...flagsOf(opts), '--out', artifact, ...(resumed ? ['--resume'] : [])];
-      else if (s.kind === 'prune') args = ['prune', current, ...common, ...flagsOf(opts), '--out', artifact, ...(resumed ? ['--resume'] : [])];
+      if (s.kind === 'pretrain') args = ['train', current, ...common(seed), ...flagsOf(opts), '--out', artifact, ...(resumed ? ['--resume'] : [])];
+      else if (s.kind === 'prune') args = ['prune', current, ...common(seed), ...flagsOf(opts), '--out', artifact, ...(resumed ? ['--resume'] : [])];
       else if (s.kind === 'quantize') args = ['quantize', current, '--data', r.data, ...flagsOf(opts), '--out', artifact];
-      else args = verifyArgs(lastModel, opts, artifact);
+      else args = verifyArgs(lastModel, opts, artifact, seed);
       process.stderr.write(`[${id}] ${resumed ? 'resuming' : 'running'}: onnx-hydra ${args.join(' ')}\n`);
       await runChild(args, `${base}.log`, id);
       state!.stages[id] = { id, kind: s.kind, variant, input: s.kind === 'verify' ? lastModel : current, artifact, report, log: `${base}.log`, seconds: (performance.now() - t0) / 1000, resumed };
