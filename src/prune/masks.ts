@@ -114,9 +114,9 @@ export function allocateChannels(scores: readonly Float32Array[], sparsity: numb
 /**
  * `make` (masked parameters computed from importance scores) once per version of the scores inside a
  * gradient tape: every forward pass of one training step (TRADES runs two on BatchNorm models) then gets
- * the same tensors. Fresh tensors per pass would make the compiled engine replace its weight-baked
- * session, disposing the one the first pass still needs for its gradient. Outside a tape (attacks,
- * evaluation) every call makes new tensors.
+ * the same tensors, so the compiled engine bakes one session per step instead of one per pass (fresh
+ * tensors are correct too: the engine keeps a replaced session until its tape is done). Outside a tape
+ * (attacks, evaluation) every call makes new tensors.
  */
 export function sharedWithinTape(scores: readonly tf.Variable[], make: () => Map<string, tf.Tensor>): () => Map<string, tf.Tensor> {
   let last: { ids: object[]; params: Map<string, tf.Tensor> } | undefined;
