@@ -273,3 +273,24 @@ test('op specs: the registry rejects a second spec for an operator; linear bound
     if (s.quant) assert.ok(s.params, `${op} quantizes weights but declares no parameters`);
   }
 });
+
+test('compiled engine: two training-mode forwards of one tape with different weight tensors (TRADES with masked weights) both backpropagate', () => {
+  const graph = TfGraph.fromModel(loadModel('models/resnet_small.onnx'));
+  const net = new Net(graph, selectEngine('ort'));
+  const x = tf.randomUniform([8, 1, 28, 28], 0, 1, 'float32', 3);
+  const scale = tf.variable(tf.scalar(1), true, 'engine-grad:tape-scale');
+  // the classifier's weight (a convolution's scale would be undone by its BatchNormalization)
+  const name = graph.trainableNames().find((n) => graph.variables.get(n)!.rank === 2)!;
+  // each pass computes its weights anew (new tensors, the same values): the engine bakes a session per
+  // pass, and the first pass's backward must still find its session when the tape's gradients are taken
+  const pass = () => net.logits(x, { training: true, gradParams: true, overrides: new Map([[name, tf.mul(graph.variables.get(name)!, scale)]]) }).logits;
+  const { value, grads } = tf.variableGrads(() => tf.add(tf.sum(pass()), tf.sum(tf.square(pass()))) as tf.Scalar, [scale]);
+  const single = tf.variableGrads(() => tf.add(tf.sum(pass()), tf.sum(tf.square(pass()))) as tf.Scalar, [scale]);
+  assert.ok(Number.isFinite(value.dataSync()[0]!));
+  const g = grads[scale.name]!.dataSync()[0]!;
+  assert.ok(Number.isFinite(g) && g !== 0);
+  // the same computation again gives the same gradient (nothing stale was read)
+  assert.ok(Math.abs(single.grads[scale.name]!.dataSync()[0]! - g) <= 1e-4 * Math.abs(g), `${single.grads[scale.name]!.dataSync()[0]} vs ${g}`);
+  net.dispose();
+  graph.dispose();
+});

@@ -575,11 +575,9 @@ export class CompiledNet {
     const key = `${configKey(batch, o)}|${bake}`;
     const ids = bake ? [...t.f.baked.keys()].map((n) => (params.get(n) as unknown as { dataId: unknown } | undefined)?.dataId) : undefined;
     const hit = this.sessions.get(key);
+    this.disposeRetired();
     if (hit && (!bake || hit.ids!.every((id, i) => id === ids![i]))) return { t, s: hit };
-    if (hit) {
-      hit.forward.dispose();
-      hit.backward?.dispose();
-    }
+    if (hit) this.retire(hit);
     const values = new Map<string, Float32Array>();
     if (bake) for (const n of t.f.baked.keys()) values.set(n, params.get(n)!.dataSync() as Float32Array);
     const s: TrainSessions = {
@@ -589,6 +587,34 @@ export class CompiledNet {
     };
     this.sessions.set(key, s);
     return { t, s };
+  }
+
+  /**
+   * Sessions replaced by newer weights. A forward pass recorded on a gradient tape keeps its session for
+   * the backward pass, which runs only when the tape's gradients are taken: a second forward of the same
+   * tape with other weight tensors (TRADES' clean and adversarial passes, each computing masked weights
+   * anew) must not dispose the session the first one will need. A retired session is disposed once the
+   * tape it was retired on has finished.
+   */
+  private readonly retired: { s: TrainSessions; tape: unknown }[] = [];
+
+  private retire(s: TrainSessions): void {
+    const tape = tf.engine().isTapeOn() ? (tf.engine().state as unknown as { activeTape: unknown }).activeTape : undefined;
+    if (tape === undefined) {
+      s.forward.dispose();
+      s.backward?.dispose();
+    } else this.retired.push({ s, tape });
+  }
+
+  private disposeRetired(): void {
+    const current = tf.engine().isTapeOn() ? (tf.engine().state as unknown as { activeTape: unknown }).activeTape : undefined;
+    for (let i = this.retired.length - 1; i >= 0; i--) {
+      const r = this.retired[i]!;
+      if (r.tape === current) continue;
+      r.s.forward.dispose();
+      r.s.backward?.dispose();
+      this.retired.splice(i, 1);
+    }
   }
 
   /** Compile a configuration now (throws NotCompilableError when some op cannot be differentiated). */
@@ -718,11 +744,12 @@ export class CompiledNet {
   }
 
   dispose(): void {
-    for (const c of this.sessions.values()) {
+    for (const c of [...this.sessions.values(), ...this.retired.map((r) => r.s)]) {
       c.forward.dispose();
       c.backward?.dispose();
     }
     this.sessions.clear();
+    this.retired.length = 0;
     this.frozenNet?.net.dispose();
     this.frozenNet = undefined;
   }
