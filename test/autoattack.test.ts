@@ -1,5 +1,7 @@
-// AutoAttack: APGD's checkpoint schedule and the DLR losses against hand computations; the engine's
-// logit-gradient backpropagation against Wᵀ·dz; the FAB projection against a bisection; and the suite on
+// AutoAttack: APGD's checkpoint schedule and the DLR losses against hand computations, its WebAssembly L∞
+// step against the JS one (bit for bit, as FAB's WebAssembly projection); the engine's
+// logit-gradient backpropagation against Wᵀ·dz; its in-graph DLR loss and gradient against the JS
+// reference; the FAB projection against a bisection; and the suite on
 // linear classifiers, where the worst case within ε is analytic: robust accuracy must equal it, and the
 // saved adversarial inputs must stay within ε and [0,1] and fool onnxruntime exactly on the broken images.
 import assert from 'node:assert/strict';
@@ -9,8 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { parse as parseNpy } from 'npyjs';
-import { apgdCheckpoints, apgdVerify, crossEntropy, dlrLoss, targetedDlrLoss } from '../src/verify/apgd.js';
-import { fabTargeted, projectHyperplaneBox } from '../src/verify/autoattack.js';
+import { apgdCheckpoints, apgdStepLinf, apgdVerify, crossEntropy, SlotArrays } from '../src/verify/apgd.js';
+import { dlrLoss, dlrRows, targetedDlrLoss } from '../src/engine/dlr.js';
+import { fabTargeted, HyperplaneProjector, projectHyperplaneBox } from '../src/verify/autoattack.js';
 import { formatEps } from '../src/verify/robustbench.js';
 import { squareAttack } from '../src/verify/square.js';
 import { OrtClassifier } from '../src/verify/classifier.js';
@@ -74,6 +77,39 @@ test('DLR and targeted DLR: values and logit gradients equal hand computations a
     }
   }
   assert.ok(Math.abs(crossEntropy([2, 0, 1], 0, 3, 0) - (Math.log(Math.exp(2) + 1 + Math.exp(1)) - 2)) < 1e-12);
+});
+
+test('APGD\'s L∞ step: the WebAssembly kernel equals apgdStepLinf bit for bit (box edges, zero and NaN gradients, momentum 1 and 0.75)', () => {
+  const rng = makeRng('linf-step');
+  const B = 3;
+  const per = 785; // odd: the kernel's scalar tail too
+  const slots = new SlotArrays(B, per);
+  const eps = 0.1;
+  // clean pixels on and near the box's faces, iterates inside the box
+  for (let j = 0; j < B * per; j++) {
+    const u = rng();
+    slots.xc[j] = u < 0.2 ? 0 : u < 0.3 ? 1 : u < 0.35 ? eps : rng();
+    slots.xa[j] = Math.min(Math.max(slots.xc[j]! + (2 * rng() - 1) * eps, 0), 1);
+  }
+  slots.xPrev.set(slots.xa);
+  const ref = { xa: slots.xa.slice(), xPrev: slots.xPrev.slice() };
+  for (let step = 0; step < 12; step++) {
+    for (let j = 0; j < B * per; j++) {
+      const u = rng();
+      slots.grad[j] = u < 0.05 ? 0 : u < 0.07 ? NaN : 2 * rng() - 1;
+    }
+    const eta = (2 * eps) / 2 ** (step % 5);
+    const a = step === 0 ? 1 : 0.75;
+    for (let s = 0; s < B; s++) {
+      slots.linfStep(s, eps, eta, a);
+      const at = (v: Float32Array): Float32Array => v.subarray(s * per, (s + 1) * per);
+      apgdStepLinf(at(ref.xa), at(ref.xPrev), at(slots.xc), at(slots.grad), eta, a, eps);
+    }
+    const bits = (v: Float32Array): number[] => [...new Uint32Array(v.buffer, v.byteOffset, v.length)];
+    assert.deepEqual(bits(slots.xa), bits(ref.xa), `step ${step}: iterates`);
+    assert.deepEqual(bits(slots.xPrev), bits(ref.xPrev), `step ${step}: previous iterates`);
+  }
+  for (let j = 0; j < B * per; j++) assert.ok(Math.abs(slots.xa[j]! - slots.xc[j]!) <= eps + 1e-6 && slots.xa[j]! >= 0 && slots.xa[j]! <= 1);
 });
 
 /** f(x) = Wᵀ·flatten(x) + b on 1×8×8 images, 10 classes: W is [64, 10] (Gemm without transposition). */
@@ -190,18 +226,80 @@ test('the engine backpropagates a given logit gradient: Wᵀ·dz on a linear mod
     const expect = new Float64Array(4 * D);
     for (let r = 0; r < 4; r++) for (let q = 0; q < D; q++) for (let j = 0; j < K; j++) expect[r * D + q]! += p.W[q * K + j]! * dz[r * K + j]!;
     for (const [name, net] of [['compiled', compiled], ['tfjs', tfjs]] as const) {
-      const f = net.frozen();
-      for (const given of [false, true]) {
-        const logits = given ? f.logits(p.x, 4) : undefined;
-        const { grad } = f.lossGrad(p.x, 4, { kind: 'logit-grad', dz, logits });
-        let err = 0;
-        for (let i = 0; i < expect.length; i++) err = Math.max(err, Math.abs(grad[i]! - expect[i]!));
-        assert.ok(err < 1e-4, `${name}${given ? ' (logits given)' : ''}: |grad − Wᵀdz| = ${err}`);
-      }
+      const { grad, logits } = net.frozen().lossGrad(p.x, 4, { kind: 'logit-grad', dz });
+      let err = 0;
+      for (let i = 0; i < expect.length; i++) err = Math.max(err, Math.abs(grad[i]! - expect[i]!));
+      assert.ok(err < 1e-4, `${name}: |grad − Wᵀdz| = ${err}`);
+      const z = net.frozen().logits(p.x, 4);
+      assert.ok(z.every((v, i) => Math.abs(v - logits[i]!) < 1e-5), `${name}: the logits that come with the gradient`);
     }
   } finally {
     compiled.dispose();
     tfjs.dispose();
+  }
+});
+
+/**
+ * Per row of `per` values: max |a − b| relative to the row's max |b|, or to 1e-4 when that is smaller (a
+ * gradient that cancels to 0 in float32 can be 1e-12 in the reference's float64).
+ */
+function rowErrors(a: ArrayLike<number>, b: ArrayLike<number>, per: number): number[] {
+  const out: number[] = [];
+  for (let o = 0; o < b.length; o += per) {
+    let err = 0;
+    let scale = 0;
+    for (let j = o; j < o + per; j++) {
+      err = Math.max(err, Math.abs(a[j]! - b[j]!));
+      scale = Math.max(scale, Math.abs(b[j]!));
+    }
+    out.push(err / Math.max(scale, 1e-4));
+  }
+  return out;
+}
+
+test('the engine\'s DLR loss and input gradient (one call; untargeted and targeted) equal the JS reference on fashion_cnn and on linear models with tied logits, compiled engine and tfjs alike', () => {
+  const rng = makeRng('dlr-graph');
+  const cases: { name: string; bytes: Uint8Array; x: Float32Array; n: number; labels: Int32Array; targets: Int32Array }[] = [];
+  {
+    const bytes = fs.readFileSync('models/fashion_cnn.onnx');
+    const n = 6;
+    const x = Float32Array.from({ length: n * 28 * 28 }, () => rng());
+    const labels = Int32Array.from({ length: n }, (_, i) => i % K);
+    cases.push({ name: 'fashion_cnn', bytes, x, n, labels, targets: Int32Array.from(labels, (l, i) => (l + 1 + (i % (K - 1))) % K) });
+  }
+  // at x = 0 the logits are the biases, exactly: ties among the top classes, which the engine must resolve as
+  // the reference does (the lower class first; with distinct columns of W the choice shows in the input
+  // gradient). Second model: the three top logits tie, the untargeted denominator is the bare 1e-12.
+  const W = Float64Array.from({ length: D * K }, () => 2 * rng() - 1);
+  for (const [name, bias] of [['ties below the top', [3, 2, 2, 2, 2, 1, 1, 0, -1, -1]], ['three-way tie on top', [2, 2, 2, 1, 1, 1, 0, 0, -1, -1]]] as const) {
+    const n = 4;
+    cases.push({ name, bytes: linearClassifier(W, Float64Array.from(bias)), x: new Float32Array(n * D), n, labels: Int32Array.of(0, 1, 2, 5), targets: Int32Array.of(3, 4, 0, 1) });
+  }
+  const engine = selectEngine('ort');
+  for (const c of cases) {
+    const per = c.x.length / c.n;
+    for (const kind of ['ort', 'cpu'] as const) {
+      const net = new Net(TfGraph.fromModel(loadModel(c.bytes)), { ...engine, kind });
+      try {
+        const f = net.frozen();
+        for (const targets of [undefined, c.targets]) {
+          const what = `${c.name}, ${kind === 'ort' ? 'compiled' : 'tfjs'}, ${targets ? 'targeted' : 'untargeted'}`;
+          const r = f.lossGrad(c.x, c.n, { kind: 'dlr', labels: c.labels, targets });
+          assert.ok(r.loss && r.loss.length === c.n, `${what}: a loss per example`);
+          // the reference: the JS loss and logit gradient at the logits the engine returned, dz backpropagated
+          const dz = new Float32Array(c.n * K);
+          const loss = dlrRows(r.logits, c.n, K, c.labels, targets, dz);
+          const z = f.logits(c.x, c.n);
+          assert.ok(z.every((v, i) => Math.abs(v - r.logits[i]!) <= 1e-5 * (1 + Math.abs(v))), `${what}: the logits that come with the gradient`);
+          for (let i = 0; i < c.n; i++) assert.ok(Math.abs(r.loss[i]! - loss[i]!) <= 1e-5 * (1 + Math.abs(loss[i]!)), `${what}: loss of row ${i} ${r.loss[i]}, reference ${loss[i]}`);
+          const expect = f.lossGrad(c.x, c.n, { kind: 'logit-grad', dz }).grad;
+          rowErrors(r.grad, expect, per).forEach((e, i) => assert.ok(e < 1e-5, `${what}: input gradient of row ${i} off by ${e} (relative)`));
+          if (c.name === 'three-way tie on top' && !targets) assert.ok(Math.abs(r.loss[1]!) === 0 && Math.abs(dz[K + 0]! - 1e12) < 1e5, 'y = 1 tied on top with class 0: N = 0, ∂/∂z_0 = 1/1e-12');
+        }
+      } finally {
+        net.dispose();
+      }
+    }
   }
 });
 
@@ -249,6 +347,25 @@ test('FAB projection onto a hyperplane within [0,1]^d (L∞, L2) equals a bisect
     assert.ok(err < 1e-7, `trial ${trial} (${norm}): max |d − bisection| = ${err}`);
     if (trial % 10 !== 9) assert.ok(Math.abs(w.reduce((a, v, i) => a + v * (t[i]! + d[i]!), 0) - b) < 1e-7, 'on the plane');
   }
+});
+
+test('FAB projection: the WebAssembly kernel equals projectHyperplaneBox bit for bit (L∞, L2; pixels at 0 and 1, zero and NaN weights, infeasible planes)', () => {
+  const rng = makeRng('proj-wasm');
+  const dim = 301; // odd
+  const projector = new HyperplaneProjector(dim);
+  const ref = new Float64Array(dim);
+  for (let trial = 0; trial < 300; trial++) {
+    const norm = trial % 2 ? 'l2' : 'linf';
+    const t = Float32Array.from({ length: dim }, () => { const u = rng(); return u < 0.3 ? 0 : u < 0.4 ? 1 : rng(); });
+    const w = Float32Array.from({ length: dim }, (_, i) => (i % 9 === 4 ? 0 : trial % 50 === 7 && i === 11 ? NaN : 2 * rng() - 1));
+    const wt = w.reduce((a, v, i) => a + (Number.isNaN(v) ? 0 : v * t[i]!), 0);
+    const b = wt + (trial % 10 === 9 ? 80 : 3) * (rng() - 0.5);
+    const d = trial % 3 ? projector.d1 : projector.d2;
+    projector.project(t, w, b, norm, d);
+    projectHyperplaneBox(t, w, b, norm, ref);
+    for (let i = 0; i < dim; i++) assert.ok(Object.is(d[i], ref[i]), `trial ${trial} (${norm}) pixel ${i}: ${d[i]}, JS ${ref[i]}`);
+  }
+  assert.throws(() => projector.project(new Float32Array(dim), new Float32Array(dim), 0, 'linf', new Float64Array(dim)), /d1 or d2/);
 });
 
 test('APGD-T and FAB-T alone each break exactly the analytically breakable images of a linear model (L∞), APGD-CE all but at most one', async () => {

@@ -3,13 +3,14 @@
 // else op by op on the tfjs backend.
 import { tf } from '../tfjs/tf.js';
 import { TfGraph } from '../graph/graph.js';
-import { CompiledNet, NotCompilableError, boundsModel, type AttackLoss, type LogitGradLoss } from './compile/compile.js';
+import { CompiledNet, NotCompilableError, boundsModel, type AttackLoss, type DlrLoss, type LogitGradLoss, type LossGrad } from './compile/compile.js';
 import { BOUNDS_EPS, BOUNDS_SPEC } from './compile/bounds.js';
 import { loadModel } from '../onnx/model.js';
 import type { EngineInfo } from './select.js';
 import { boxOf, stepInPlace } from './step.js';
+import { dlrRows } from './dlr.js';
 
-export type { AttackLoss, LogitGradLoss } from './compile/compile.js';
+export type { AttackLoss, DlrLoss, LogitGradLoss, LossGrad } from './compile/compile.js';
 
 export interface LogitsOptions {
   training: boolean;
@@ -23,7 +24,8 @@ export interface LogitsOptions {
 /** Fixed weights: inference and input gradients of a summed loss, on Float32Arrays. */
 export interface Frozen {
   logits(x: Float32Array, n: number): Float32Array;
-  lossGrad(x: Float32Array, n: number, loss: AttackLoss | LogitGradLoss): { grad: Float32Array; logits: Float32Array };
+  /** Input gradient of the summed loss, the logits, and (dlr) the loss per example: one onnxruntime call when compiled. */
+  lossGrad(x: Float32Array, n: number, loss: AttackLoss | LogitGradLoss | DlrLoss): LossGrad;
   /**
    * One PGD iteration toward `target` (one-hot labels or probabilities): gradient of −Σ target·log softmax,
    * signed (L∞) or L2 step, projection and clipping; returns the next iterate (a new array) and the logits
@@ -153,17 +155,28 @@ export class Net {
 
   private tfFrozen(overrides?: Map<string, tf.Tensor>): Frozen {
     const shapeOf = (n: number): number[] => [n, ...this.inputShape];
+    const k = this.classes;
     const lossGrad: Frozen['lossGrad'] = (x, n, loss) => tf.tidy(() => {
       const xt = tf.tensor(x, shapeOf(n));
       let logitsOut: Float32Array = new Float32Array();
-      const target = loss.kind === 'ce' ? tf.oneHot(tf.tensor1d(loss.labels, 'int32'), this.classes) : tf.tensor(loss.kind === 'kl' ? loss.target : loss.dz, [n, this.classes]);
+      let lossOut: Float32Array | undefined;
       const g = tf.grad((xx: tf.Tensor) => {
         const z = this.graph.forward(xx, {}, overrides).outputs[0]!;
         logitsOut = z.dataSync() as Float32Array;
-        // logit-grad: Σ dz·z, whose input gradient is dz backpropagated
-        return loss.kind === 'logit-grad' ? tf.sum(tf.mul(target, z)) : tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(z))));
+        if (loss.kind === 'ce' || loss.kind === 'kl') {
+          const target = loss.kind === 'ce' ? tf.oneHot(tf.tensor1d(loss.labels, 'int32'), k) : tf.tensor(loss.target, [n, k]);
+          return tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(z))));
+        }
+        // a logit gradient dz (given, or DLR's from these logits): Σ dz·z, whose input gradient is dz backpropagated
+        let dz: Float32Array;
+        if (loss.kind === 'logit-grad') dz = loss.dz;
+        else {
+          dz = new Float32Array(n * k);
+          lossOut = dlrRows(logitsOut, n, k, loss.labels, loss.targets, dz);
+        }
+        return tf.sum(tf.mul(tf.tensor(dz, [n, k]), z));
       })(xt);
-      return { grad: g.dataSync() as Float32Array, logits: logitsOut };
+      return { grad: g.dataSync() as Float32Array, logits: logitsOut, ...(lossOut ? { loss: lossOut } : {}) };
     });
     return {
       logits: (x, n) => tf.tidy(() => this.graph.forward(tf.tensor(x, shapeOf(n)), {}, overrides).outputs[0]!.dataSync() as Float32Array),

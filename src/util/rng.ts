@@ -1,9 +1,8 @@
 // Seeded random numbers. xoshiro128** (Blackman & Vigna), hand-written because seedrandom's generators
 // cost ~47 ns per number and adversarial training draws millions per epoch; seedrandom still turns the
 // seed string into the initial state. The state is four 32-bit words, saved in checkpoints.
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import seedrandom from 'seedrandom';
+import { wasmInstance } from './wasm.js';
 
 export interface Rng {
   /** uniform in [0, 1) */
@@ -113,19 +112,7 @@ interface GaussKernel {
 }
 let kernel: GaussKernel | undefined;
 function gaussKernel(): GaussKernel {
-  if (kernel) return kernel;
-  const file = new URL('./gauss.wasm', import.meta.url);
-  let bytes: Uint8Array<ArrayBuffer>;
-  try {
-    bytes = new Uint8Array(readFileSync(file));
-  } catch {
-    throw new Error(`${fileURLToPath(file)} is missing: run \`npm run build\` (it compiles src/util/wasm/gauss.as.ts)`);
-  }
-  const abort = (): never => {
-    throw new Error('gauss.wasm aborted');
-  };
-  kernel = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { abort } }).exports as unknown as GaussKernel;
-  return kernel;
+  return (kernel ??= wasmInstance<GaussKernel>('gauss.wasm'));
 }
 
 /** normals per kernel call (a multiple of 16, so the stream does not depend on the chunking) */

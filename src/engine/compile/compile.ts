@@ -3,8 +3,8 @@
 //    model made by reverse-mode differentiation over ONNX nodes. Both run synchronously inside one
 //    tf.customGrad op, so losses and optimizers written in tfjs train the network at onnxruntime speed;
 //  * for fixed weights (attacks, the inner loop of adversarial training), one fused model computing the
-//    logits and the input gradient of cross-entropy or KL loss, weights baked in so onnxruntime can
-//    pre-pack them.
+//    logits and the input gradient of cross-entropy, KL or DLR loss (or of a given logit gradient), weights
+//    baked in so onnxruntime can pre-pack them.
 import seedrandom from 'seedrandom';
 import { tf } from '../../tfjs/tf.js';
 import type { PreparedGraph } from '../../graph/graph.js';
@@ -17,6 +17,7 @@ import { emitNormalized, shapeLookup } from './normalize.js';
 import { NotCompilableError } from './errors.js';
 import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds, type CrownOptions } from './bounds.js';
 import { SyncSession, type OrtOut } from '../ort-sync.js';
+import { emitDlr } from '../dlr.js';
 
 export { NotCompilableError };
 
@@ -351,13 +352,20 @@ interface AttackTemplate {
   baked: Map<string, number[]>;
   xName: string;
   xShape: number[];
-  /** gradient (grad) or next iterate (step-*) output */
+  /** gradient (grad, logit-grad, dlr*) or next iterate (step-*) output */
   grad: string;
   logits: string;
+  /** per-example loss output (dlr*) */
+  loss?: string;
   classes: number;
 }
 
-export type AttackKind = 'logits' | 'grad' | 'step-linf' | 'step-l2';
+/**
+ * What an attack model computes besides the logits: 'grad', the input gradient of Σ KL(target ‖ softmax)
+ * (cross-entropy for one-hot targets); 'logit-grad', a given logit gradient backpropagated; 'dlr' and
+ * 'dlr-targeted', the DLR loss and its input gradient; 'step-*', a whole PGD iteration.
+ */
+export type AttackKind = 'logits' | 'grad' | 'logit-grad' | 'dlr' | 'dlr-targeted' | 'step-linf' | 'step-l2';
 
 export interface CompiledRunOptions {
   training: boolean;
@@ -384,17 +392,25 @@ type Feed = { data: Float32Array | BigInt64Array | Int32Array | Uint8Array; shap
 
 export type AttackLoss = { kind: 'ce'; labels: Int32Array } | { kind: 'kl'; target: Float32Array };
 /**
- * Backpropagate a given gradient dz with respect to the logits [n, classes] to the input (a loss computed
- * from the logits outside the engine, e.g. APGD's DLR). `logits`, the logits at x when the caller has
- * them, saves the compiled engine a forward pass. A type of its own so that code narrowing AttackLoss to
+ * Backpropagate a given gradient dz with respect to the logits [n, classes] to the input (the gradient of
+ * Σ dz·z: e.g. FAB's ∇(z_t − z_y)). A type of its own, like DlrLoss, so that code narrowing AttackLoss to
  * its two kinds keeps compiling.
  */
-export type LogitGradLoss = { kind: 'logit-grad'; dz: Float32Array; logits?: Float32Array };
+export type LogitGradLoss = { kind: 'logit-grad'; dz: Float32Array };
+/** APGD's DLR loss, targeted when `targets` is given (labels and targets: one class per example). */
+export type DlrLoss = { kind: 'dlr'; labels: Int32Array; targets?: Int32Array };
+export interface LossGrad {
+  /** gradient of the summed loss with respect to the input */
+  grad: Float32Array;
+  /** logits at the input */
+  logits: Float32Array;
+  /** per-example loss (dlr) */
+  loss?: Float32Array;
+}
 
 /**
- * Fixed weights: logits and loss gradients with respect to the input, one onnxruntime call each. One
- * session serves all three (onnxruntime runs only the nodes the requested outputs need; cross-entropy is
- * the KL case with a one-hot target).
+ * Fixed weights: logits and loss gradients with respect to the input, one onnxruntime call each, one session
+ * per batch size and attack kind (cross-entropy is the KL case with a one-hot target).
  */
 export class FrozenNet {
   private readonly sessions = new Map<string, { s: SyncSession; t: AttackTemplate }>();
@@ -417,29 +433,24 @@ export class FrozenNet {
     return s.run({ [t.xName]: { data: x, shape: t.xShape } }, [t.logits])[0]!.data as Float32Array;
   }
 
-  /** Gradient of the summed loss with respect to x, and the logits at x. */
-  lossGrad(x: Float32Array, batch: number, loss: AttackLoss | LogitGradLoss): { grad: Float32Array; logits: Float32Array } {
-    const { s, t } = this.session(batch, 'grad');
-    let target: Float32Array;
-    if (loss.kind === 'kl') target = loss.target;
-    else if (loss.kind === 'logit-grad') {
-      // the fused graph backpropagates softmax(z) − target: target = softmax(z) − dz leaves dz
-      const z = loss.logits ?? this.logits(x, batch);
-      const k = t.classes;
-      target = new Float32Array(batch * k);
-      for (let r = 0; r < batch; r++) {
-        let m = -Infinity;
-        for (let j = 0; j < k; j++) m = Math.max(m, z[r * k + j]!);
-        let sum = 0;
-        for (let j = 0; j < k; j++) sum += Math.exp(z[r * k + j]! - m);
-        for (let j = 0; j < k; j++) target[r * k + j] = Math.exp(z[r * k + j]! - m) / sum - loss.dz[r * k + j]!;
-      }
-    } else {
-      target = new Float32Array(batch * t.classes);
-      for (let i = 0; i < batch; i++) target[i * t.classes + loss.labels[i]!] = 1;
+  /** Gradient of the summed loss with respect to x, and the logits at x (and the DLR loss per example). */
+  lossGrad(x: Float32Array, batch: number, loss: AttackLoss | LogitGradLoss | DlrLoss): LossGrad {
+    const kind: AttackKind = loss.kind === 'dlr' ? (loss.targets ? 'dlr-targeted' : 'dlr') : loss.kind === 'logit-grad' ? 'logit-grad' : 'grad';
+    const { s, t } = this.session(batch, kind);
+    const k = t.classes;
+    const feeds: Record<string, Feed> = { [t.xName]: { data: x, shape: t.xShape } };
+    if (loss.kind === 'dlr') {
+      feeds.labels = { data: loss.labels, shape: [batch] };
+      if (loss.targets) feeds.targets = { data: loss.targets, shape: [batch] };
+    } else if (loss.kind === 'logit-grad') feeds.dz = { data: loss.dz, shape: [batch, k] };
+    else if (loss.kind === 'kl') feeds.target = { data: loss.target, shape: [batch, k] };
+    else {
+      const target = new Float32Array(batch * k);
+      for (let i = 0; i < batch; i++) target[i * k + loss.labels[i]!] = 1;
+      feeds.target = { data: target, shape: [batch, k] };
     }
-    const [g, z] = s.run({ [t.xName]: { data: x, shape: t.xShape }, target: { data: target, shape: [batch, t.classes] } }, [t.grad, t.logits]);
-    return { grad: g!.data as Float32Array, logits: z!.data as Float32Array };
+    const out = s.run(feeds, t.loss ? [t.grad, t.logits, t.loss] : [t.grad, t.logits]);
+    return { grad: out[0]!.data as Float32Array, logits: out[1]!.data as Float32Array, ...(t.loss ? { loss: out[2]!.data as Float32Array } : {}) };
   }
 
   /**
@@ -477,7 +488,7 @@ export class CompiledNet {
 
   constructor(readonly p: PreparedGraph, readonly threads?: number) {}
 
-  /** Forward-only or fused input-gradient model for a batch size (weights appended per FrozenNet). */
+  /** Forward-only or fused input-gradient model of a kind for a batch size (weights appended per FrozenNet). */
   attackTemplate(batch: number, kind: AttackKind): AttackTemplate {
     const key = `${batch}|${kind}`;
     const hit = this.attackTemplates.get(key);
@@ -492,12 +503,20 @@ export class CompiledNet {
       const shapes = probeShapes(f, this.threads);
       const b = cloneBuilder(f.fb, 'attack');
       const classes = shapes.get(f.logits)!.at(-1)!;
-      const target = b.input('target', 'float32', [batch, classes]);
-      // d/dz of Σ KL(target ‖ softmax(z)) (or Σ CE(z, y), target one-hot) is softmax(z) − target
-      const dz = b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), target]);
+      let dz: string;
+      let loss: string | undefined;
+      if (kind === 'logit-grad') dz = b.input('dz', 'float32', [batch, classes]);
+      else if (kind === 'dlr' || kind === 'dlr-targeted') {
+        const labels = b.input('labels', 'int32', [batch]);
+        const targets = kind === 'dlr-targeted' ? b.input('targets', 'int32', [batch]) : undefined;
+        ({ dz, loss } = emitDlr(b, f.logits, batch, classes, labels, targets));
+      } else {
+        // d/dz of Σ KL(target ‖ softmax(z)) (or Σ CE(z, y), target one-hot) is softmax(z) − target
+        dz = b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), b.input('target', 'float32', [batch, classes])]);
+      }
       const [gx] = differentiate(f, shapes, [f.xName], { bb: b, fwdValue: (v) => v, dlogits: dz });
       let out = gx!;
-      if (kind !== 'grad') {
+      if (kind === 'step-linf' || kind === 'step-l2') {
         const xc = b.input('x_clean', 'float32', f.xShape);
         const alpha = b.input('alpha', 'float32', []);
         const eps = b.input('eps', 'float32', []);
@@ -519,7 +538,7 @@ export class CompiledNet {
           out = b.op('Clip', [b.op('Add', [xc, b.op('Mul', [delta, scale])]), zero, one]);
         }
       }
-      t = { bytes: modelBytes(b, [out, f.logits]), baked: f.baked, xName: f.xName, xShape: f.xShape, grad: out, logits: f.logits, classes };
+      t = { bytes: modelBytes(b, [out, f.logits, ...(loss ? [loss] : [])]), baked: f.baked, xName: f.xName, xShape: f.xShape, grad: out, logits: f.logits, loss, classes };
     }
     this.attackTemplates.set(key, t);
     return t;
