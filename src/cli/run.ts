@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { loadRecipe } from '../pipeline/recipe.js';
 import { runRecipe } from '../pipeline/runner.js';
-import { writeReports, type SeedRepeats } from '../pipeline/report.js';
+import { writeReports } from '../pipeline/report.js';
 import { pct, printJson, table } from './common.js';
 
 type Args = Record<string, unknown> & { recipe: string };
@@ -33,7 +33,7 @@ export const runCommand: CommandModule<object, Args> = {
     }
     const state = await runRecipe(r, a.recipe, out, { restart: !!a.restart });
     const files = writeReports(r, state, out);
-    const { json, variants } = files.report;
+    const { json, variants, seeds } = files.report;
     if (a.json) return void printJson(json);
     const rows = variants.flatMap((v) => v.verify.map((x) => [v.variant, x.judged + (x.model.quantized ? ' (int8)' : ''), v.sparsity !== undefined ? pct(v.sparsity, 1) : '0%', pct(x.benign.acc, 2), x.pgd ? pct(x.pgd.acc, 2) : '-', x.autoattack ? pct(x.autoattack.acc, 2) : '-', x.square ? pct(x.square.acc, 2) : '-', x.ibp ? pct(x.ibp.verified_acc, 2) : '-', x.crown ? pct(x.crown.verified_acc, 2) : '-', certifiedAt(x), x.model.bytes]));
     // the headline: dense → pruned → int8, with the change against dense
@@ -45,7 +45,6 @@ export const runCommand: CommandModule<object, Args> = {
       h.bytes.toLocaleString('en-US') + ratio(h.delta?.bytes_x), h.macs !== undefined ? h.macs.toLocaleString('en-US') + ratio(h.delta?.macs_x) : '-',
       h.latency ? h.latency.batch1_median_ms.toFixed(3) + ratio(h.delta?.batch1_speedup) : '-', h.latency ? h.latency.images_per_second.toFixed(0) + ratio(h.delta?.throughput_x) : '-',
     ]));
-    const seeds = (json.seeds as SeedRepeats[] | undefined) ?? [];
     const spread = (m: number | null, s: number | null): string => (m === null ? '-' : `${pct(m, 2)} ± ${(100 * s!).toFixed(2)}`);
     const seedRows = seeds.map((e) => [e.setting, e.seeds.join(', '), spread(e.benign_mean, e.benign_sd), spread(e.robust_mean, e.robust_sd), e.robust.map((v) => (v === null ? '-' : pct(v, 2))).join(', ')]);
     process.stdout.write(`${r.name}: ${out}\n\n` +

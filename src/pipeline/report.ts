@@ -117,8 +117,7 @@ const sd = (xs: number[]): number => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a
 
 /** With `seed` in the sweep: each other setting's pruned-file accuracies over the seeds, mean and spread. */
 function seedRepeats(r: Recipe, summaries: VariantSummary[]): SeedRepeats[] {
-  const seeds = r.sweep?.seed as number[] | undefined;
-  if (!seeds) return [];
+  if (!r.sweep?.seed) return [];
   const out = new Map<string, SeedRepeats>();
   for (const combo of sweepCombinations(r)) {
     const { seed, ...rest } = combo;
@@ -140,7 +139,7 @@ function seedRepeats(r: Recipe, summaries: VariantSummary[]): SeedRepeats[] {
   return [...out.values()];
 }
 
-export function buildReport(r: Recipe, state: RunState, outDir: string): { json: Record<string, unknown>; variants: VariantSummary[]; dense?: HeadlineRow } {
+export function buildReport(r: Recipe, state: RunState, outDir: string): { json: Record<string, unknown>; variants: VariantSummary[]; dense?: HeadlineRow; seeds: SeedRepeats[] } {
   // raw and gzip-compressed size of a file, compressed once (the headline and the artifacts, and every
   // variant of a sweep, share files)
   const sizes = new Map<string, { bytes: number; gzip_bytes: number }>();
@@ -203,7 +202,7 @@ export function buildReport(r: Recipe, state: RunState, outDir: string): { json:
     stages: recs.map((s) => ({ id: s.id, kind: s.kind, role: s.role, artifact: path.relative(outDir, s.artifact), seconds: s.seconds, resumed: s.resumed, report: read(s.report) })),
     variants: summaries,
   };
-  return { json, variants: summaries, dense };
+  return { json, variants: summaries, dense, seeds };
 }
 
 const esc = (s: unknown): string => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
@@ -348,10 +347,10 @@ document.body.dataset.rendered = 'yes';
 
 export function writeReports(r: Recipe, state: RunState, outDir: string): { json: string; html: string; report: ReturnType<typeof buildReport> } {
   const built = buildReport(r, state, outDir);
-  const { json, variants, dense } = built;
+  const { json, variants, dense, seeds } = built;
   const jf = path.join(outDir, 'report.json');
   const hf = path.join(outDir, 'report.html');
   writeFileAtomic(jf, JSON.stringify(json, null, 2));
-  writeFileAtomic(hf, renderHtml(r, variants, dense, (json.seeds as SeedRepeats[] | undefined) ?? []));
+  writeFileAtomic(hf, renderHtml(r, variants, dense, seeds));
   return { json: jf, html: hf, report: built };
 }

@@ -24,7 +24,7 @@ import { onnx, type TensorProto } from '../onnx/proto.js';
 import type { HostTensor } from '../onnx/tensor.js';
 import { UserError } from '../util/errors.js';
 import { makeRng } from '../util/rng.js';
-import { channelGroups, channelNorms, type ChannelAnalysis, type ChannelGroup, type ChannelProducer, type DenseGroup, type SliceRole } from './channels.js';
+import { channelGroups, channelNorms, type ChannelAnalysis, type ChannelGroup, type ChannelProducer, type ChannelSlice, type DenseGroup, type SliceRole } from './channels.js';
 import { allocateChannels, channelMaskSTE, keepCount, sharedWithinTape } from './masks.js';
 import { admmPhase, applyMasks, finetuneMasked, resumeChosenMasks, saveChosenMasks, type PhaseRecord, type PruneConfig } from './prune.js';
 
@@ -145,37 +145,33 @@ export function planChannels(graph: TfGraph): ChannelPlan {
   const groups: PrunableGroup[] = [];
   const dense: DenseGroup[] = [...analysis.dense];
   analysis.groups.forEach((group, index) => {
-    const masked = new Map<string, VariableSlice>();
-    let why: string | undefined;
-    for (const s of group.slices) {
-      if (!MASKED_ROLES.has(s.role)) continue;
-      const variable = variableOf(s.tensor);
-      if (!variable) {
-        why ??= `${s.node}: its ${s.role} '${s.tensor}' is not a trainable initializer`;
-        continue;
+    // the group's slices of the given roles as variable slices (each once), and the first that is no variable
+    const variableSlices = (roles: (role: SliceRole) => boolean): { slices: VariableSlice[]; missing?: ChannelSlice } => {
+      const found = new Map<string, VariableSlice>();
+      let missing: ChannelSlice | undefined;
+      for (const s of group.slices) {
+        if (!roles(s.role)) continue;
+        const variable = variableOf(s.tensor);
+        if (!variable) {
+          missing ??= s;
+          continue;
+        }
+        const v = { variable, axis: s.axis, offset: s.offset, block: s.block };
+        found.set(JSON.stringify(v), v);
       }
-      const v = { variable, axis: s.axis, offset: s.offset, block: s.block };
-      masked.set(JSON.stringify(v), v);
-    }
+      return { slices: [...found.values()], missing };
+    };
+    const masked = variableSlices((role) => MASKED_ROLES.has(role));
+    let why = masked.missing && `${masked.missing.node}: its ${masked.missing.role} '${masked.missing.tensor}' is not a trainable initializer`;
     const producerWeights = group.producers.map((p) => variableOf(p.weight));
     if (!why && producerWeights.some((w) => !w)) why = `${group.producers[producerWeights.indexOf(undefined)]!.node}: its weight is not a trainable initializer`;
-    const consumers = new Map<string, VariableSlice>();
-    let consumersTrainable = true;
-    for (const s of group.slices) {
-      if (s.role !== 'input-weight') continue;
-      const variable = variableOf(s.tensor);
-      if (!variable) consumersTrainable = false;
-      else {
-        const v = { variable, axis: s.axis, offset: s.offset, block: s.block };
-        consumers.set(JSON.stringify(v), v);
-      }
+    if (why) {
+      dense.push({ producers: group.producers.map((p) => p.node), channels: group.channels, reason: why });
+      return;
     }
-    if (why) dense.push({ producers: group.producers.map((p) => p.node), channels: group.channels, reason: why });
-    else {
-      const producerMasked = [...masked.values()];
-      const scoreMasked = consumersTrainable && consumers.size ? [...consumers.values()] : producerMasked;
-      groups.push({ index, group, masked: producerMasked, producerWeights: producerWeights as string[], scoreMasked });
-    }
+    const consumers = variableSlices((role) => role === 'input-weight');
+    const scoreMasked = !consumers.missing && consumers.slices.length ? consumers.slices : masked.slices;
+    groups.push({ index, group, masked: masked.slices, producerWeights: producerWeights as string[], scoreMasked });
   });
   return { analysis, groups, dense };
 }

@@ -27,3 +27,14 @@ export function wasmInstance<T>(name: string): T {
   };
   return new WebAssembly.Instance(wasmModule(name), { env: { abort } }).exports as unknown as T;
 }
+
+/**
+ * A new instance of a kernel with `bytes` of scratch memory for the caller's arrays, past the kernel's own
+ * memory (`base` onwards in `buffer`). Throws a RangeError when the memory cannot grow that far (4 GiB).
+ */
+export function wasmWithScratch<T extends { memory: WebAssembly.Memory }>(name: string, bytes: number): { kernel: T; buffer: ArrayBuffer; base: number } {
+  const kernel = wasmInstance<T>(name);
+  const base = kernel.memory.buffer.byteLength;
+  kernel.memory.grow(Math.ceil(bytes / 65536));
+  return { kernel, buffer: kernel.memory.buffer, base };
+}

@@ -10,7 +10,7 @@ import type { Frozen } from '../engine/net.js';
 import type { Rng } from '../util/rng.js';
 import type { OrtClassifier } from './classifier.js';
 import { argmax } from './equivalence.js';
-import { wasmInstance } from '../util/wasm.js';
+import { wasmWithScratch } from '../util/wasm.js';
 
 export type ApgdLoss = 'ce' | 'dlr' | 'dlr-targeted';
 
@@ -325,16 +325,15 @@ export class SlotArrays {
   constructor(B: number, private readonly per: number) {
     const len = B * per;
     const bytes = 16 * len;
-    const kernel = wasmInstance<StepKernel>('attack.wasm');
     let buffer: ArrayBufferLike;
     let base: number;
     try {
-      base = kernel.memory.buffer.byteLength; // past the kernel's own memory
-      kernel.memory.grow(Math.ceil(bytes / 65536));
-      buffer = kernel.memory.buffer;
-      this.kernel = kernel;
-    } catch {
+      const w = wasmWithScratch<StepKernel>('attack.wasm', bytes);
+      ({ buffer, base } = w);
+      this.kernel = w.kernel;
+    } catch (e) {
       // more than a WebAssembly memory holds (4 GiB)
+      if (!(e instanceof RangeError)) throw e;
       buffer = new ArrayBuffer(bytes);
       base = 0;
     }

@@ -11,7 +11,7 @@ import type { OrtClassifier } from './classifier.js';
 import { argmax } from './equivalence.js';
 import { apgdVerify, OrtCheck, poolSize, type ApgdConfig, type AttackStats } from './apgd.js';
 import { squareAttack } from './square.js';
-import { wasmInstance } from '../util/wasm.js';
+import { wasmWithScratch } from '../util/wasm.js';
 
 export type AutoAttackVersion = 'standard' | 'fast';
 
@@ -306,10 +306,8 @@ export class HyperplaneProjector {
   private readonly kernel: ProjectionKernel;
 
   constructor(private readonly dim: number) {
-    this.kernel = wasmInstance<ProjectionKernel>('attack.wasm');
-    const base = this.kernel.memory.buffer.byteLength; // past the kernel's own memory
-    this.kernel.memory.grow(Math.ceil((40 * dim) / 65536));
-    const buffer = this.kernel.memory.buffer;
+    const { kernel, buffer, base } = wasmWithScratch<ProjectionKernel>('attack.wasm', 40 * dim);
+    this.kernel = kernel;
     [this.d1, this.d2, this.r, this.s] = [0, 1, 2, 3].map((i) => new Float64Array(buffer, base + 8 * i * dim, dim)) as [Float64Array, Float64Array, Float64Array, Float64Array];
     this.t = new Float32Array(buffer, base + 32 * dim, dim);
     this.w = new Float32Array(buffer, base + 36 * dim, dim);

@@ -347,6 +347,16 @@ interface TrainSessions {
   backward?: SyncSession;
 }
 
+function disposeTrainSessions(s: TrainSessions): void {
+  s.forward.dispose();
+  s.backward?.dispose();
+}
+
+/** tfjs' gradient tape being recorded (a new array per outermost tape), or undefined outside any */
+function activeTape(): unknown {
+  return tf.engine().isTapeOn() ? (tf.engine().state as unknown as { activeTape: unknown }).activeTape : undefined;
+}
+
 interface AttackTemplate {
   bytes: Uint8Array;
   baked: Map<string, number[]>;
@@ -615,25 +625,18 @@ export class CompiledNet {
    * anew) must not dispose the session the first one will need. A retired session is disposed once the
    * tape it was retired on has finished.
    */
-  private readonly retired: { s: TrainSessions; tape: unknown }[] = [];
+  private retired: { s: TrainSessions; tape: unknown }[] = [];
 
   private retire(s: TrainSessions): void {
-    const tape = tf.engine().isTapeOn() ? (tf.engine().state as unknown as { activeTape: unknown }).activeTape : undefined;
-    if (tape === undefined) {
-      s.forward.dispose();
-      s.backward?.dispose();
-    } else this.retired.push({ s, tape });
+    const tape = activeTape();
+    if (tape === undefined) disposeTrainSessions(s);
+    else this.retired.push({ s, tape });
   }
 
   private disposeRetired(): void {
-    const current = tf.engine().isTapeOn() ? (tf.engine().state as unknown as { activeTape: unknown }).activeTape : undefined;
-    for (let i = this.retired.length - 1; i >= 0; i--) {
-      const r = this.retired[i]!;
-      if (r.tape === current) continue;
-      r.s.forward.dispose();
-      r.s.backward?.dispose();
-      this.retired.splice(i, 1);
-    }
+    const current = activeTape();
+    for (const r of this.retired) if (r.tape !== current) disposeTrainSessions(r.s);
+    this.retired = this.retired.filter((r) => r.tape === current);
   }
 
   /** Compile a configuration now (throws NotCompilableError when some op cannot be differentiated). */
@@ -763,12 +766,9 @@ export class CompiledNet {
   }
 
   dispose(): void {
-    for (const c of [...this.sessions.values(), ...this.retired.map((r) => r.s)]) {
-      c.forward.dispose();
-      c.backward?.dispose();
-    }
+    for (const c of [...this.sessions.values(), ...this.retired.map((r) => r.s)]) disposeTrainSessions(c);
     this.sessions.clear();
-    this.retired.length = 0;
+    this.retired = [];
     this.frozenNet?.net.dispose();
     this.frozenNet = undefined;
   }
