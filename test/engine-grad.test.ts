@@ -49,7 +49,9 @@ function conv(name: string, x: number[], w: number[], attrs: Record<string, numb
 const CASES: Case[] = [
   conv('Conv 3x3 stride 1 pad 1', [2, 3, 8, 8], [4, 3, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('Conv 3x3 stride 2 no pad', [2, 3, 9, 9], [4, 3, 3, 3], { strides: [2, 2] }),
-  conv('Conv 4x4 stride 2 pad 1, 8 channels (sub-pixel input gradient)', [2, 8, 10, 10], [4, 8, 4, 4], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('Conv 4x4 stride 2 pad 1, 8 channels (Col2Im input gradient)', [2, 8, 10, 10], [4, 8, 4, 4], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('Conv 1x1 stride 2 even size: the last input row and column meet no window', [2, 8, 8, 8], [4, 8, 1, 1], { strides: [2, 2] }),
+  conv('Conv 3x3 stride 2 no pad 10x10: the last input row and column meet no window', [2, 3, 10, 10], [4, 3, 3, 3], { strides: [2, 2] }),
   conv('Conv 3x3 stride 2 pad 1 odd size, 8 channels', [2, 8, 9, 9], [3, 8, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 5x5 stride 3 SAME_UPPER, 8 channels', [2, 8, 11, 11], [3, 8, 5, 5], { strides: [3, 3], auto_pad: 'SAME_UPPER' }),
   conv('Conv 3x3 stride 2x1 asymmetric pads', [2, 2, 8, 7], [3, 2, 3, 3], { strides: [2, 1], pads: [0, 1, 1, 0] }, false),
@@ -193,6 +195,17 @@ const CASES: Case[] = [
     ],
     weights: { w1: [6, 4, 1, 1], s1: [6], b1: [6], m1: [6], v1: [6], w2: [6, 1, 3, 3], s2: [6], b2: [6], m2: [6], v2: [6], w3: [3, 6, 1, 1], s3: [3], b3: [3], m3: [3], v3: [3] },
     consts: { lo: [[], [0]], hi: [[], [6]] },
+  },
+  {
+    // columns from a trainable linear map, summed back onto a 5x4 image (forward: ours in tfjs vs onnxruntime)
+    name: 'Col2Im stride 2, asymmetric pads', x: [2, 12, 5], opset: 18,
+    nodes: [node('MatMul', ['x', 'w'], ['h']), node('Col2Im', ['h', 'image', 'block'], ['y'], { strides: [2, 2], pads: [1, 0, 1, 1] })],
+    weights: { w: [5, 6] }, consts: { image: [[2], [5, 4], 'int64'], block: [[2], [2, 2], 'int64'] },
+  },
+  {
+    name: 'Col2Im dilation 2', x: [2, 8, 4], opset: 18,
+    nodes: [node('MatMul', ['x', 'w'], ['h']), node('Col2Im', ['h', 'image', 'block'], ['y'], { dilations: [2, 2] })],
+    weights: { w: [4, 9] }, consts: { image: [[2], [5, 5], 'int64'], block: [[2], [2, 2], 'int64'] },
   },
   {
     name: 'Mod (fmod 1) of a linear map', x: [3, 5],

@@ -25,6 +25,8 @@ export class GraphBuilder {
   private readonly used = new Set<string>();
   private counter = 0;
   private readonly constCache = new Map<string, string>();
+  /** values of the int64 constants made by constI64, for rules that read an input the builder created */
+  private readonly intValues = new Map<string, number[]>();
 
   constructor(readonly opset: number, private readonly prefix = 'g') {}
 
@@ -68,6 +70,10 @@ export class GraphBuilder {
     this.constCache.set(key, name);
     return name;
   }
+  /** Values of an int64 constant this builder made with constI64 (undefined for any other name). */
+  intConst(name: string): number[] | undefined {
+    return this.intValues.get(name);
+  }
   scalarF(v: number): string {
     return this.constF([v], []);
   }
@@ -77,6 +83,7 @@ export class GraphBuilder {
     if (hit) return hit;
     const name = this.init(this.fresh('ci'), hostTensor('int64', shape, values.map(BigInt)));
     this.constCache.set(key, name);
+    this.intValues.set(name, values);
     return name;
   }
 
@@ -95,7 +102,7 @@ export class GraphBuilder {
   }
 
   // opset-aware forms of ops whose signature changed across versions
-  reduce(op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax', x: string, axes: number[], keepdims: boolean): string {
+  reduce(op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceL2', x: string, axes: number[], keepdims: boolean): string {
     const asInput = op === 'ReduceSum' ? this.opset >= 13 : this.opset >= 18;
     if (asInput) return this.op(op, [x, this.constI64(axes)], { keepdims: keepdims ? 1 : 0 });
     return this.op(op, [x], { axes, keepdims: keepdims ? 1 : 0 });

@@ -1,5 +1,5 @@
 // ONNX attribute semantics that several stages need (the converter, the gradient rules, the tfjs kernels,
-// the opset-17 lowering), written once: window geometry of Conv/pooling (pads, auto_pad, ceil_mode,
+// the opset-18 lowering), written once: window geometry of Conv/pooling (pads, auto_pad, ceil_mode,
 // dilations), ConvTranspose's pads and output padding, average-pooling divisors, and the axes of
 // Softmax-like ops and reductions across opsets.
 

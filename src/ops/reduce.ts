@@ -26,7 +26,7 @@ function softmaxLike(fn: (x: tf.Tensor) => tf.Tensor): ForwardRule {
   };
 }
 
-/** Softmax and LogSoftmax at opset 17 (one axis; older models are lowered to it first). */
+/** Softmax and LogSoftmax at opset 18 (one axis; older models are lowered to it first). */
 const softmaxGrad: GradRule = (g) => {
   const y = g.y(0);
   const dy = dy0(g);
@@ -71,7 +71,7 @@ function reduce(fn: (x: tf.Tensor, axes: number[], keep: boolean) => tf.Tensor):
   };
 }
 
-/** Reduced axes of a node at opset 17, sorted and non-negative (all axes when none are given). */
+/** Reduced axes of a node at opset 18, sorted and non-negative (all axes when none are given). */
 function axesOf(g: GradCtx, rank: number): number[] {
   const fromInput = reduceAxesFromInput(g.node.opType, COMPILED_OPSET);
   let axes = fromInput ? (g.has(1) ? g.ints(1) : []) : g.a.ints('axes', []);

@@ -9,7 +9,7 @@ import type { Attrs, Node } from './ir.js';
 import type { OpCtx, Val } from './values.js';
 
 /** Opset of the compiled engine's graphs: gradient and bound rules see nodes lowered to it (engine/compile/normalize). */
-export const COMPILED_OPSET = 17;
+export const COMPILED_OPSET = 18;
 
 // ---- forward ----------------------------------------------------------------------------------------
 export interface ForwardRule {
@@ -20,7 +20,7 @@ export interface ForwardRule {
 }
 
 // ---- gradient ---------------------------------------------------------------------------------------
-/** What a gradient rule sees: the node (normalized to opset 17, see engine/compile/normalize), names in the backward graph, static shapes. */
+/** What a gradient rule sees: the node (normalized to opset 18, see engine/compile/normalize), names in the backward graph, static shapes. */
 export interface GradCtx {
   b: GraphBuilder;
   node: Node;

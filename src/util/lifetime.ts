@@ -65,8 +65,18 @@ setInterval(() => {
 }, 500);
 `;
 
+let started = false;
+
 /** Start the watcher (once per process); a no-op when nothing needs watching. */
 export function exitWithStarter(): void {
+  if (started) return;
+  started = true;
+  // under npm, a parent that is already init (and not npm itself, as in a container started with npx) means
+  // the starter died before this line ran
+  if (process.env.npm_command && !process.env[PARENT_PID_ENV] && process.ppid === 1 && !/\bnpm\b|\bnpx\b|npm-cli\.js|npx-cli\.js/.test(procInfo(1)?.cmd ?? 'npm')) {
+    process.kill(process.pid, 'SIGTERM');
+    return;
+  }
   const watched = watchedProcesses();
   if (!watched.length) return;
   const w = new Worker(WATCHER, { eval: true, workerData: { watched, ppid: process.ppid, pid: process.pid } });

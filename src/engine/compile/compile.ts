@@ -55,7 +55,7 @@ const range = (a: number, b: number): number[] => Array.from({ length: b - a }, 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
 /**
- * Forward graph at opset 17. With `bake`, parameters are initializers whose values are appended when a
+ * Forward graph at opset 18. With `bake`, parameters are initializers whose values are appended when a
  * session is made (see withWeights); otherwise they are inputs.
  */
 function emitForward(p: PreparedGraph, batch: number, training: boolean, withIndices: boolean, bake: boolean): Forward {
@@ -299,8 +299,10 @@ function differentiate(f: Forward, shapes: Map<string, number[]>, wrt: string[],
       need: (i) => !!n.inputs[i] && req.has(n.inputs[i]!),
       ints: (i) => {
         const c = f.consts.get(n.inputs[i]!);
-        if (!c) throw new NotCompilableError(`${n.label}: input ${i} is computed at run time`);
-        return Array.from({ length: c.data.length }, (_, j) => numberAt(c, j));
+        if (c) return Array.from({ length: c.data.length }, (_, j) => numberAt(c, j));
+        const made = f.fb.intConst(n.inputs[i]!);
+        if (!made) throw new NotCompilableError(`${n.label}: input ${i} is computed at run time`);
+        return made;
       },
       has: (i) => !!n.inputs[i],
     };
@@ -540,10 +542,10 @@ export class CompiledNet {
         } else {
           const axes = range(1, f.xShape.length);
           const tiny = b.scalarF(1e-12);
-          const gn = b.op('Add', [b.op('ReduceL2', [gx!], { axes, keepdims: 1 }), tiny]);
+          const gn = b.op('Add', [b.reduce('ReduceL2', gx!, axes, true), tiny]);
           const v = b.op('Add', [f.xName, b.op('Mul', [b.op('Div', [gx!, gn]), alpha])]);
           const delta = b.op('Sub', [v, xc]);
-          const dn = b.op('Add', [b.op('ReduceL2', [delta], { axes, keepdims: 1 }), tiny]);
+          const dn = b.op('Add', [b.reduce('ReduceL2', delta, axes, true), tiny]);
           const scale = b.op('Min', [b.op('Div', [eps, dn]), one]);
           out = b.op('Clip', [b.op('Add', [xc, b.op('Mul', [delta, scale])]), zero, one]);
         }

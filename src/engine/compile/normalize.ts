@@ -1,4 +1,4 @@
-// Rewrite the forward nodes of a prepared graph into opset-17 form, so that compiled forward and backward
+// Rewrite the forward nodes of a prepared graph into opset-18 form, so that compiled forward and backward
 // graphs can live in one model. Only the operators whose signature changed between opsets 7 and 18 (and
 // that the converter supports) need work: axes/pads/split attributes that became inputs or vice versa,
 // Softmax's 2-D coercion before opset 13.
@@ -9,14 +9,12 @@ import { numberAt, type HostTensor } from '../../onnx/tensor.js';
 import type { GraphBuilder } from '../../onnx/builder.js';
 import { NotCompilableError } from './errors.js';
 import { reduceAxesFromInput, softmaxAxis } from '../../onnx/semantics.js';
-import { COMPILED_OPSET } from '../../ops/index.js';
-
-export { COMPILED_OPSET };
+export { COMPILED_OPSET } from '../../ops/index.js';
 
 /** reductions other than ReduceSum (whose axes moved to an input at opset 13, the others' at 18) */
 const REDUCE_OPS = new Set(['ReduceMean', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2', 'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare']);
 
-/** Emit node `n` of a model at `opset` into builder `b` (opset 17) with the same input/output names. */
+/** Emit node `n` of a model at `opset` into builder `b` (opset 18) with the same input/output names. */
 export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: Map<string, HostTensor>, shapeOf: (name: string) => number[]): void {
   const rankOf = (name: string): number => shapeOf(name).length;
   const a = new Attrs(n);
@@ -50,7 +48,7 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
     case 'Split':
       if (opset >= 18) {
         if (ins[1]) return copyWith(ins, ['num_outputs']);
-        // num_outputs: equal chunks, the last one smaller (explicit sizes in opset 17)
+        // num_outputs: equal chunks, the last one smaller (explicit sizes, as older models give them)
         const shape = shapeOf(ins[0]!);
         let axis = a.int('axis', 0);
         if (axis < 0) axis += shape.length;
@@ -87,9 +85,8 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
       if (opset >= 10) return b.copy(proto);
       return copyWith([ins[0]!, b.constI64(a.ints('starts', [])), b.constI64(a.ints('ends', [])), ...(a.has('axes') ? [b.constI64(a.ints('axes', []))] : [])], ['starts', 'ends', 'axes']);
     default:
-      if (REDUCE_OPS.has(n.opType) && reduceAxesFromInput(n.opType, opset) && !reduceAxesFromInput(n.opType, COMPILED_OPSET)) {
-        if (!ins[1]) return copyWith([ins[0]!]);
-        return copyWith([ins[0]!], [], [{ name: 'axes', type: 7, ints: constInts(ins[1]) }]);
+      if (REDUCE_OPS.has(n.opType) && !reduceAxesFromInput(n.opType, opset) && a.has('axes')) {
+        return copyWith([ins[0]!, b.constI64(a.ints('axes', []))], ['axes']);
       }
       return b.copy(proto);
   }

@@ -26,7 +26,7 @@ interface InferenceForward {
 }
 
 /**
- * The inference-mode forward graph at a batch size, as the compiled engine emits it (opset-17 nodes,
+ * The inference-mode forward graph at a batch size, as the compiled engine emits it (opset-18 nodes,
  * Dropout as Identity; compile.ts keeps its own emitForward private), with the weights as initializers and
  * the output flattened per example.
  */
