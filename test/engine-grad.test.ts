@@ -12,6 +12,7 @@ import { makeRng } from '../src/util/rng.js';
 import { buildModel, encode, floatInit, node } from './helpers/build-model.js';
 import { encodeTensor, hostTensor } from '../src/onnx/tensor.js';
 import { capabilities, defineOp, opSpec, opTypes } from '../src/ops/index.js';
+import { cropDeadTaps, windows } from '../src/onnx/semantics.js';
 
 const engine = selectEngine('ort');
 const reference = { ...engine, kind: 'cpu' as const, description: 'tfjs cpu' };
@@ -52,6 +53,8 @@ const CASES: Case[] = [
   conv('Conv 4x4 stride 2 pad 1, 8 channels (Col2Im input gradient)', [2, 8, 10, 10], [4, 8, 4, 4], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 1x1 stride 2 even size: the last input row and column meet no window', [2, 8, 8, 8], [4, 8, 1, 1], { strides: [2, 2] }),
   conv('Conv 3x3 stride 2 no pad 10x10: the last input row and column meet no window', [2, 3, 10, 10], [4, 3, 3, 3], { strides: [2, 2] }),
+  conv('Conv 3x3 pad 1 on a 1x1 map (taps that read only padding are cropped)', [3, 4, 1, 1], [5, 4, 3, 3], { pads: [1, 1, 1, 1] }),
+  conv('Conv 3x3 stride 2 pad 1 on a 2x3 map (first row and column of taps cropped)', [2, 3, 2, 3], [4, 3, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 3x3 stride 2 pad 1 odd size, 8 channels', [2, 8, 9, 9], [3, 8, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 5x5 stride 3 SAME_UPPER, 8 channels', [2, 8, 11, 11], [3, 8, 5, 5], { strides: [3, 3], auto_pad: 'SAME_UPPER' }),
   conv('Conv 3x3 stride 2x1 asymmetric pads', [2, 2, 8, 7], [3, 2, 3, 3], { strides: [2, 1], pads: [0, 1, 1, 0] }, false),
@@ -306,4 +309,14 @@ test('compiled engine: two training-mode forwards of one tape with different wei
   assert.ok(Math.abs(single.grads[scale.name]!.dataSync()[0]! - g) <= 1e-4 * Math.abs(g), `${single.grads[scale.name]!.dataSync()[0]} vs ${g}`);
   net.dispose();
   graph.dispose();
+});
+
+test('kernel taps that read only padding: found per axis, and the cropped convolution keeps the output size', () => {
+  const fail = (why: string): never => { throw new Error(why); };
+  // 3x3 pad 1 on a 1x1 map: only the centre tap reads data
+  assert.deepEqual(cropDeadTaps(windows({ pads: [1, 1, 1, 1] }, [1, 1], [3, 3], false, fail), [1, 1]), { first: [1, 1], last: [1, 1], pads: [0, 0, 0, 0] });
+  // stride 2 pad 1 on 2x3: rows read k−1 (taps 1, 2 live); columns read k−1 and k+1 (all live)
+  assert.deepEqual(cropDeadTaps(windows({ strides: [2, 2], pads: [1, 1, 1, 1] }, [2, 3], [3, 3], false, fail), [2, 3]), { first: [1, 0], last: [2, 2], pads: [0, 1, 0, 1] });
+  // every tap live: nothing to crop
+  assert.equal(cropDeadTaps(windows({ pads: [1, 1, 1, 1] }, [8, 8], [3, 3], false, fail), [8, 8]), undefined);
 });

@@ -56,6 +56,40 @@ export function windows(a: WindowAttrs, inSpatial: number[], kernel: number[], c
   return { pads, strides, dilations, kernel, out };
 }
 
+/**
+ * Kernel taps of a convolution that read only padding, for every output position (a 3x3 kernel with pad 1 on
+ * a 1x1 map: all but the centre). Returns, per spatial axis, the live taps [first, last] and the pads of the
+ * same convolution with the kernel cropped to them; undefined when every tap is live or the cropped form
+ * would not give the same output size.
+ */
+export function cropDeadTaps(w: Windows, inSpatial: number[]): { first: number[]; last: number[]; pads: number[] } | undefined {
+  const r = inSpatial.length;
+  const first: number[] = [];
+  const last: number[] = [];
+  for (let i = 0; i < r; i++) {
+    const [s, d, pb, n, o] = [w.strides[i]!, w.dilations[i]!, w.pads[i]!, inSpatial[i]!, w.out[i]!];
+    // tap k reads rows k·d − pb, k·d − pb + s, …, k·d − pb + (o − 1)·s
+    const live = (k: number): boolean => k * d - pb + (o - 1) * s >= 0 && k * d - pb < n;
+    let k0 = 0;
+    while (k0 < w.kernel[i]! && !live(k0)) k0++;
+    let k1 = w.kernel[i]! - 1;
+    while (k1 > k0 && !live(k1)) k1--;
+    if (k0 === w.kernel[i]!) return undefined;
+    first.push(k0);
+    last.push(k1);
+  }
+  if (first.every((k) => k === 0) && last.every((k, i) => k === w.kernel[i]! - 1)) return undefined;
+  const pads = new Array<number>(2 * r).fill(0);
+  for (let i = 0; i < r; i++) {
+    const [s, d, n, o] = [w.strides[i]!, w.dilations[i]!, inSpatial[i]!, w.out[i]!];
+    pads[i] = w.pads[i]! - first[i]! * d;
+    const kd = (last[i]! - first[i]!) * d + 1;
+    pads[i + r] = Math.max(0, (o - 1) * s + kd - n - pads[i]!);
+    if (pads[i]! < 0 || Math.floor((n + pads[i]! + pads[i + r]! - kd) / s) + 1 !== o) return undefined;
+  }
+  return { first, last, pads };
+}
+
 export interface ConvTransposeAttrs extends WindowAttrs {
   outputPadding?: number[];
   outputShape?: number[];

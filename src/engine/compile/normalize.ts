@@ -8,7 +8,7 @@ import { Attrs, type Node } from '../../ops/ir.js';
 import { numberAt, type HostTensor } from '../../onnx/tensor.js';
 import type { GraphBuilder } from '../../onnx/builder.js';
 import { NotCompilableError } from './errors.js';
-import { reduceAxesFromInput, softmaxAxis } from '../../onnx/semantics.js';
+import { cropDeadTaps, reduceAxesFromInput, softmaxAxis, windows } from '../../onnx/semantics.js';
 export { COMPILED_OPSET } from '../../ops/index.js';
 
 /** reductions other than ReduceSum (whose axes moved to an input at opset 13, the others' at 18) */
@@ -80,6 +80,25 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
       }
       if (opset >= 11) return b.copy(proto);
       return copyWith([ins[0]!, b.constI64(a.ints('pads', [])), b.scalarF(a.float('value', 0))], ['pads', 'value']);
+    }
+    case 'Conv': {
+      // kernel taps that read only padding (3x3 convolutions on 1x1 maps, late in CIFAR-size ResNets) are
+      // cropped away: the same function with fewer multiply-adds forward and backward, and a zero gradient for
+      // the cropped taps as before
+      const xs = shapeOf(ins[0]!);
+      const ws = shapeOf(ins[1]!);
+      if (xs.length < 3 || ws.length !== xs.length) return b.copy(proto);
+      const geo = windows({ strides: a.ints('strides'), dilations: a.ints('dilations'), pads: a.ints('pads'), autoPad: a.string('auto_pad', 'NOTSET') }, xs.slice(2), ws.slice(2), false, (why) => {
+        throw new NotCompilableError(`${n.label}: ${why}`);
+      });
+      const crop = cropDeadTaps(geo, xs.slice(2));
+      if (!crop) return b.copy(proto);
+      const axes = ws.slice(2).map((_, i) => i + 2);
+      const w = b.op('Slice', [ins[1]!, b.constI64(crop.first), b.constI64(crop.last.map((k) => k + 1)), b.constI64(axes)]);
+      return copyWith([ins[0]!, w, ...ins.slice(2)], ['pads', 'auto_pad', 'kernel_shape'], [
+        { name: 'pads', type: 7, ints: crop.pads },
+        { name: 'kernel_shape', type: 7, ints: crop.last.map((k, i) => k - crop.first[i]! + 1) },
+      ]);
     }
     case 'Slice':
       if (opset >= 10) return b.copy(proto);
