@@ -13,6 +13,7 @@ import { buildModel, encode, floatInit, node } from './helpers/build-model.js';
 import { encodeTensor, hostTensor } from '../src/onnx/tensor.js';
 import { capabilities, defineOp, opSpec, opTypes } from '../src/ops/index.js';
 import { cropDeadTaps, windows } from '../src/onnx/semantics.js';
+import { crossEntropy } from '../src/train/objectives.js';
 
 const engine = selectEngine('ort');
 const reference = { ...engine, kind: 'cpu' as const, description: 'tfjs cpu' };
@@ -319,4 +320,43 @@ test('kernel taps that read only padding: found per axis, and the cropped convol
   assert.deepEqual(cropDeadTaps(windows({ strides: [2, 2], pads: [1, 1, 1, 1] }, [2, 3], [3, 3], false, fail), [2, 3]), { first: [1, 0], last: [2, 2], pads: [0, 1, 0, 1] });
   // every tap live: nothing to crop
   assert.equal(cropDeadTaps(windows({ pads: [1, 1, 1, 1] }, [8, 8], [3, 3], false, fail), [8, 8]), undefined);
+});
+
+test('fused training step (forward, cross-entropy and backward in one call) gives the two-call gradients; another loss is recomputed', () => {
+  const g = TfGraph.fromModel(loadModel('models/resnet_small.onnx'));
+  const net = new Net(g, engine);
+  const n = 8;
+  const x = tf.tensor(rand(n * 28 * 28).map((v) => (v + 1) / 2), [n, 1, 28, 28]);
+  const labels = Int32Array.from({ length: n }, (_, i) => (i * 3) % net.classes);
+  const target = new Float32Array(n * net.classes);
+  labels.forEach((y, i) => (target[i * net.classes + y] = 1));
+  const y = tf.tensor1d(labels, 'int32');
+  const vars = g.trainableNames().map((k) => g.variables.get(k)!);
+  const gradsOf = (ceTarget: Float32Array | undefined, weight: number): tf.Tensor[] => {
+    const { grads } = tf.variableGrads(() => {
+      const z = net.logits(x, { training: true, gradX: false, gradParams: true, ceTarget }).logits;
+      return tf.mul(crossEntropy(z, y, net.classes), weight) as tf.Scalar;
+    }, vars);
+    return vars.map((v) => grads[v.name]!);
+  };
+  const twoCalls = gradsOf(undefined, 1);
+  const fused = gradsOf(target, 1);
+  const otherLoss = gradsOf(target, 2);
+  assert.equal(net.fallbackReason, undefined);
+  twoCalls.forEach((ref, i) => {
+    const r = ref.dataSync();
+    const a = fused[i]!.dataSync();
+    const b = otherLoss[i]!.dataSync();
+    let den = 0;
+    let errFused = 0;
+    let errOther = 0;
+    for (let j = 0; j < r.length; j++) {
+      den = Math.max(den, Math.abs(r[j]!));
+      errFused = Math.max(errFused, Math.abs(a[j]! - r[j]!));
+      errOther = Math.max(errOther, Math.abs(b[j]! - 2 * r[j]!));
+    }
+    assert.ok(errFused <= 1e-4 * den + 1e-9, `${vars[i]!.name}: fused vs two calls ${errFused} (max ${den})`);
+    assert.ok(errOther <= 2e-4 * den + 1e-9, `${vars[i]!.name}: 2·CE with a CE hint ${errOther} (max ${den})`);
+  });
+  net.dispose();
 });

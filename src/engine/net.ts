@@ -19,6 +19,14 @@ export interface LogitsOptions {
   /** parameter values to use instead of the variables (e.g. masked weights), by initializer name */
   overrides?: Map<string, tf.Tensor>;
   seed?: number;
+  /**
+   * The loss differentiated is the mean cross-entropy of these logits against this target ([n, classes],
+   * one-hot or soft), plus terms that do not depend on the logits: the compiled engine then runs forward and
+   * backward in one onnxruntime call (it checks the gradient that arrives and recomputes when it differs).
+   */
+  ceTarget?: Float32Array;
+  /** weight of that cross-entropy in the loss (default 1) */
+  ceScale?: number;
 }
 
 /** Fixed weights: inference and input gradients of a summed loss, on Float32Arrays. */
@@ -74,7 +82,7 @@ export class Net {
     if (this.compiled) {
       try {
         return this.compiled.run(x, this.params(o.overrides), {
-          training: o.training, gradX: o.gradX ?? true, gradParams: o.gradParams ?? true, seed: o.seed,
+          training: o.training, gradX: o.gradX ?? true, gradParams: o.gradParams ?? true, seed: o.seed, ceTarget: o.ceTarget, ceScale: o.ceScale,
         });
       } catch (e) {
         this.fallback(e);

@@ -87,8 +87,15 @@ function pgdOf(c: ObjectiveConfig): PgdConfig {
   return { eps: c.eps, alpha: c.alpha, steps: c.steps, norm: c.norm, randomStart: c.randomStart };
 }
 
-function logitsOf(ctx: StepContext, x: tf.Tensor, training: boolean, seed?: number) {
-  return ctx.net.logits(x, { training, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed });
+/** Logits for a training step; `labels` when the loss is exactly their mean cross-entropy (one engine call). */
+function logitsOf(ctx: StepContext, x: tf.Tensor, training: boolean, seed?: number, labels?: Int32Array) {
+  return ctx.net.logits(x, { training, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed, ceTarget: labels && oneHotRows(labels, ctx.net.classes) });
+}
+
+function oneHotRows(labels: Int32Array, classes: number): Float32Array {
+  const t = new Float32Array(labels.length * classes);
+  labels.forEach((y, i) => (t[i * classes + y] = 1));
+  return t;
 }
 
 class Natural implements Objective {
@@ -98,7 +105,7 @@ class Natural implements Objective {
   }
   prepare(ctx: StepContext, b: Batch): () => LossResult {
     return () => {
-      const r = logitsOf(ctx, b.x, true, ctx.seed);
+      const r = logitsOf(ctx, b.x, true, ctx.seed, b.yd);
       return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
     };
   }
@@ -114,7 +121,7 @@ class Pgd implements Objective {
     const adv = pgdAttack(ctx.net.frozen(ctx.frozenOverrides), b.xd, b.yd, b.n, ctx.net.classes, pgdOf(this.config), ctx.rng);
     return () => {
       const xAdv = tf.tensor(adv, b.x.shape);
-      const r = logitsOf(ctx, xAdv, true, ctx.seed);
+      const r = logitsOf(ctx, xAdv, true, ctx.seed, b.yd);
       return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
     };
   }
@@ -140,7 +147,10 @@ class Trades implements Objective {
         updates = r.updates;
       } else {
         const nat = logitsOf(ctx, b.x, true, ctx.seed);
-        const advR = logitsOf(ctx, xAdv, true, ctx.seed + 1);
+        // the adversarial logits enter the loss only through β·KL(p_nat ‖ p_adv), whose gradient with respect
+        // to them is β·(p_adv − p_nat)/N: a cross-entropy against the soft target p_nat, weighted β
+        const pNat = tf.softmax(nat.logits).dataSync() as Float32Array;
+        const advR = ctx.net.logits(xAdv, { training: true, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed: ctx.seed + 1, ceTarget: pNat, ceScale: this.config.beta });
         zNat = nat.logits;
         zAdv = advR.logits;
         // running statistics as PyTorch leaves them: those of the last forward pass (the adversarial batch)
@@ -162,7 +172,7 @@ class Smooth implements Objective {
     const s = this.config.sigma;
     for (let i = 0; i < noisy.length; i++) noisy[i] = b.xd[i]! + s * ctx.rng.normal();
     return () => {
-      const r = logitsOf(ctx, tf.tensor(noisy, b.x.shape), true, ctx.seed);
+      const r = logitsOf(ctx, tf.tensor(noisy, b.x.shape), true, ctx.seed, b.yd);
       return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
     };
   }

@@ -50,7 +50,10 @@ interface Forward {
 }
 
 const configKey = (batch: number, o: CompiledRunOptions): string =>
-  `${batch}|${o.bounds ? (o.bounds.spec ? 'crown' : 'ibp') : o.training}|${o.gradX}|${o.gradParams}`;
+  `${batch}|${o.bounds ? (o.bounds.spec ? 'crown' : 'ibp') : o.training}|${o.gradX}|${o.gradParams}${o.ceTarget && !o.bounds ? '|ce' : ''}`;
+/** inputs of the fused training graph: the cross-entropy target, and its weight divided by the batch size */
+const CE_TARGET = 'ce_target';
+const CE_SCALE = 'ce_scale';
 const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
@@ -341,6 +344,8 @@ interface TrainTemplate {
   gradOutputs: string[];
   gradX: boolean;
   gradParams: string[];
+  /** forward, cross-entropy gradient and backward in the forward model (gradOutputs among its outputs) */
+  fused?: boolean;
 }
 
 interface TrainSessions {
@@ -398,6 +403,14 @@ export interface CompiledRunOptions {
    * then pre-packs them, which makes convolutions 2-4x faster. Default: true.
    */
   bake?: boolean;
+  /**
+   * The loss's gradient with respect to the logits will be (softmax(z) − ceTarget)/N (mean cross-entropy
+   * against one-hot or soft targets [N, classes]). Forward and backward then run as one onnxruntime call and
+   * no activation leaves onnxruntime; a gradient that arrives otherwise is recomputed by the two-call path.
+   */
+  ceTarget?: Float32Array;
+  /** weight of that cross-entropy (default 1): the gradient assumed is ceScale·(softmax(z) − ceTarget)/N */
+  ceScale?: number;
 }
 
 type Feed = { data: Float32Array | BigInt64Array | Int32Array | Uint8Array; shape: readonly number[] };
@@ -418,6 +431,29 @@ export interface LossGrad {
   logits: Float32Array;
   /** per-example loss (dlr) */
   loss?: Float32Array;
+}
+
+/**
+ * Whether dlogits equals scale·(softmax(z) − target)/N, the gradient the fused training graph assumed, to
+ * float32 rounding (relative to its largest entry).
+ */
+function ceGradientMatches(logits: Float32Array, target: Float32Array, scale: number, dy: Float32Array, classes: number): boolean {
+  const n = logits.length / classes;
+  let worst = 0;
+  let largest = 0;
+  for (let r = 0; r < n; r++) {
+    const o = r * classes;
+    let max = -Infinity;
+    for (let j = 0; j < classes; j++) max = Math.max(max, logits[o + j]!);
+    let sum = 0;
+    for (let j = 0; j < classes; j++) sum += Math.exp(logits[o + j]! - max);
+    for (let j = 0; j < classes; j++) {
+      const expected = (scale * (Math.exp(logits[o + j]! - max) / sum - target[o + j]!)) / n;
+      worst = Math.max(worst, Math.abs(dy[o + j]! - expected));
+      largest = Math.max(largest, Math.abs(expected));
+    }
+  }
+  return worst <= 1e-4 * largest + 1e-12;
 }
 
 /**
@@ -566,6 +602,19 @@ export class CompiledNet {
     const used = [...f.paramInputs, ...f.baked.keys()];
     const gradParams = o.gradParams ? used.filter((n) => this.p.params.get(n)!.trainable) : [];
     const t: TrainTemplate = { f, fBytes: new Uint8Array(), forwardOutputs: [], bBaked: new Map(), dyName: 'grad/logits', saved: [], fromInputs: [], gradOutputs: [], gradX: o.gradX, gradParams };
+    if (needGrad && o.ceTarget && !o.bounds) {
+      // one graph: forward, dz = (softmax(z) − target)/N, backward (the attack graphs' construction)
+      const shapes = probeShapes(f, this.threads);
+      const b = cloneBuilder(f.fb, 'step');
+      const classes = shapes.get(f.logits)!.at(-1)!;
+      const dz = b.op('Mul', [b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), b.input(CE_TARGET, 'float32', [batch, classes])]), b.input(CE_SCALE, 'float32', [])]);
+      t.gradOutputs = differentiate(f, shapes, [...(o.gradX ? [f.xName] : []), ...gradParams], { bb: b, fwdValue: (v) => v, dlogits: dz });
+      t.forwardOutputs = [...new Set([...outputs, ...t.gradOutputs])];
+      t.fBytes = modelBytes(b, t.forwardOutputs);
+      t.fused = true;
+      this.templates.set(key, t);
+      return t;
+    }
     if (needGrad) {
       const dtypes = new Map<string, 'float32' | 'int64' | 'int32' | 'bool'>();
       const shapes = probeShapes(f, this.threads, dtypes);
@@ -658,6 +707,7 @@ export class CompiledNet {
    */
   private chooseBake(key: string, o: CompiledRunOptions): { bake: boolean; record?: (ms: number) => void } {
     if (o.bake !== undefined) return { bake: o.bake };
+    if (process.env.HYDRA_BAKE) return { bake: process.env.HYDRA_BAKE === "1" };
     let st = this.bakeStats.get(key);
     if (!st) this.bakeStats.set(key, (st = { baked: [], inputs: [] }));
     if (st.choice !== undefined) return { bake: st.choice };
@@ -680,6 +730,33 @@ export class CompiledNet {
     return Object.fromEntries([...this.bakeStats].map(([k, v]) => [k, v.choice]));
   }
 
+  /** Feeds of a forward model: the input, parameters fed as inputs, Dropout masks, bound inputs. */
+  private feeds(f: Forward, x: tf.Tensor, params: Map<string, tf.Tensor>, masks: Float32Array[], o: CompiledRunOptions): Record<string, Feed> {
+    const feeds: Record<string, Feed> = { [f.xName]: { data: x.dataSync() as Float32Array, shape: x.shape } };
+    for (const n of f.paramInputs) {
+      const v = params.get(n);
+      if (!v) throw new Error(`no value for parameter '${n}'`);
+      feeds[n] = { data: v.dataSync() as Float32Array, shape: v.shape };
+    }
+    f.dropMasks.forEach((d, i) => (feeds[d.name] = { data: masks[i]!, shape: d.shape }));
+    for (const e of f.extraInputs) {
+      feeds[e] = e === BOUNDS_SPEC ? { data: o.bounds!.spec!, shape: [x.shape[0]!, f.classes, f.classes] } : { data: Float32Array.of(o.bounds?.eps ?? 0), shape: [] };
+    }
+    return feeds;
+  }
+
+  /** Gradients for a given dlogits by the two-call path (forward keeping activations, then backward). */
+  private backwardAt(x: tf.Tensor, params: Map<string, tf.Tensor>, o: CompiledRunOptions, masks: Float32Array[], dy: Float32Array, dyShape: number[]): OrtOut[] {
+    const { t, s } = this.trainable(x.shape[0]!, o, params);
+    const feeds = this.feeds(t.f, x, params, masks, o);
+    const outs = s.forward.run(feeds, t.forwardOutputs);
+    const byName = new Map(t.forwardOutputs.map((n, i) => [n, outs[i]!]));
+    const bf: Record<string, Feed> = { [t.dyName]: { data: dy, shape: dyShape } };
+    for (const v of t.saved) { const o2 = byName.get(v)!; bf[v] = { data: o2.data, shape: o2.shape }; }
+    for (const v of t.fromInputs) bf[v] = feeds[v]!;
+    return s.backward!.run(bf, t.gradOutputs);
+  }
+
   run(x: tf.Tensor, params: Map<string, tf.Tensor>, o: CompiledRunOptions): { logits: tf.Tensor; updates: Map<string, tf.Tensor> } {
     const cfgKey = configKey(x.shape[0]!, o);
     const { bake, record } = this.chooseBake(cfgKey, o);
@@ -688,11 +765,6 @@ export class CompiledNet {
     const { t, s } = this.trainable(x.shape[0]!, { ...o, bake }, params);
     spent += performance.now() - started;
     const f = t.f;
-    const pTensors = f.paramInputs.map((n) => {
-      const v = params.get(n);
-      if (!v) throw new Error(`no value for parameter '${n}'`);
-      return v;
-    });
     const masks = f.dropMasks.map((d) => {
       const rng = seedrandom(`${o.seed ?? this.step++}:${d.name}`);
       const m = new Float32Array(numel(d.shape));
@@ -705,18 +777,17 @@ export class CompiledNet {
     let stats: OrtOut[] = [];
     const compute = (): { value: tf.Tensor; byName: Map<string, OrtOut>; feeds: Record<string, Feed> } => {
       const c0 = performance.now();
-      const feeds: Record<string, Feed> = { [f.xName]: { data: x.dataSync() as Float32Array, shape: x.shape } };
-      f.paramInputs.forEach((n, i) => (feeds[n] = { data: pTensors[i]!.dataSync() as Float32Array, shape: pTensors[i]!.shape }));
-      f.dropMasks.forEach((d, i) => (feeds[d.name] = { data: masks[i]!, shape: d.shape }));
-      for (const e of f.extraInputs) {
-        feeds[e] = e === BOUNDS_SPEC ? { data: o.bounds!.spec!, shape: [x.shape[0]!, f.classes, f.classes] } : { data: Float32Array.of(o.bounds?.eps ?? 0), shape: [] };
+      const feeds = this.feeds(f, x, params, masks, o);
+      if (t.fused) {
+        feeds[CE_TARGET] = { data: o.ceTarget!, shape: [x.shape[0]!, f.classes] };
+        feeds[CE_SCALE] = { data: Float32Array.of((o.ceScale ?? 1) / x.shape[0]!), shape: [] };
       }
       const outs = s.forward.run(feeds, t.forwardOutputs);
       const byName = new Map(t.forwardOutputs.map((n, i) => [n, outs[i]!]));
       const lo = byName.get(f.logits)!;
       stats = f.bnStats.flatMap((b) => [byName.get(b.mean)!, byName.get(b.var)!]);
       spent += performance.now() - c0;
-      if (!diffInputs.length) record?.(spent);
+      if (!diffInputs.length || t.fused) record?.(spent);
       return { value: tf.tensor(lo.data as Float32Array, lo.shape), byName, feeds };
     };
     let logits: tf.Tensor;
@@ -726,12 +797,21 @@ export class CompiledNet {
         void args;
         const { value, byName, feeds } = compute();
         const gradFunc = (dy: tf.Tensor): tf.Tensor[] => {
-          const bf: Record<string, Feed> = { [t.dyName]: { data: dy.dataSync() as Float32Array, shape: dy.shape } };
-          for (const v of t.saved) { const o2 = byName.get(v)!; bf[v] = { data: o2.data, shape: o2.shape }; }
-          for (const v of t.fromInputs) bf[v] = feeds[v]!;
-          const b0 = performance.now();
-          const gs = s.backward!.run(bf, t.gradOutputs);
-          record?.(spent + performance.now() - b0);
+          const dyData = dy.dataSync() as Float32Array;
+          let gs: OrtOut[];
+          if (t.fused && ceGradientMatches(byName.get(f.logits)!.data as Float32Array, o.ceTarget!, o.ceScale ?? 1, dyData, f.classes)) {
+            gs = t.gradOutputs.map((n) => byName.get(n)!);
+          } else if (t.fused) {
+            // the loss was not the announced cross-entropy: the two-call path with the gradient that arrived
+            gs = this.backwardAt(x, params, { ...o, ceTarget: undefined, bake }, masks, dyData, dy.shape);
+          } else {
+            const bf: Record<string, Feed> = { [t.dyName]: { data: dyData, shape: dy.shape } };
+            for (const v of t.saved) { const o2 = byName.get(v)!; bf[v] = { data: o2.data, shape: o2.shape }; }
+            for (const v of t.fromInputs) bf[v] = feeds[v]!;
+            const b0 = performance.now();
+            gs = s.backward!.run(bf, t.gradOutputs);
+            record?.(spent + performance.now() - b0);
+          }
           return diffInputs.map((d, i) => tf.tensor(gs[i]!.data as Float32Array, d.shape));
         };
         return { value, gradFunc };
