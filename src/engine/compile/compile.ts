@@ -354,6 +354,14 @@ interface TrainSessions {
   backward?: SyncSession;
 }
 
+/** The backward model of a two-call template: dlogits, the activations the forward kept, the inputs it reuses. */
+function runBackward(t: TrainTemplate, s: TrainSessions, kept: Map<string, OrtOut>, feeds: Record<string, Feed>, dy: Float32Array, dyShape: number[]): OrtOut[] {
+  const bf: Record<string, Feed> = { [t.dyName]: { data: dy, shape: dyShape } };
+  for (const v of t.saved) { const o = kept.get(v)!; bf[v] = { data: o.data, shape: o.shape }; }
+  for (const v of t.fromInputs) bf[v] = feeds[v]!;
+  return s.backward!.run(bf, t.gradOutputs);
+}
+
 function disposeTrainSessions(s: TrainSessions): void {
   s.forward.dispose();
   s.backward?.dispose();
@@ -750,11 +758,7 @@ export class CompiledNet {
     const { t, s } = this.trainable(x.shape[0]!, o, params);
     const feeds = this.feeds(t.f, x, params, masks, o);
     const outs = s.forward.run(feeds, t.forwardOutputs);
-    const byName = new Map(t.forwardOutputs.map((n, i) => [n, outs[i]!]));
-    const bf: Record<string, Feed> = { [t.dyName]: { data: dy, shape: dyShape } };
-    for (const v of t.saved) { const o2 = byName.get(v)!; bf[v] = { data: o2.data, shape: o2.shape }; }
-    for (const v of t.fromInputs) bf[v] = feeds[v]!;
-    return s.backward!.run(bf, t.gradOutputs);
+    return runBackward(t, s, new Map(t.forwardOutputs.map((n, i) => [n, outs[i]!])), feeds, dy, dyShape);
   }
 
   run(x: tf.Tensor, params: Map<string, tf.Tensor>, o: CompiledRunOptions): { logits: tf.Tensor; updates: Map<string, tf.Tensor> } {
@@ -805,11 +809,8 @@ export class CompiledNet {
             // the loss was not the announced cross-entropy: the two-call path with the gradient that arrived
             gs = this.backwardAt(x, params, { ...o, ceTarget: undefined, bake }, masks, dyData, dy.shape);
           } else {
-            const bf: Record<string, Feed> = { [t.dyName]: { data: dyData, shape: dy.shape } };
-            for (const v of t.saved) { const o2 = byName.get(v)!; bf[v] = { data: o2.data, shape: o2.shape }; }
-            for (const v of t.fromInputs) bf[v] = feeds[v]!;
             const b0 = performance.now();
-            gs = s.backward!.run(bf, t.gradOutputs);
+            gs = runBackward(t, s, byName, feeds, dyData, dy.shape);
             record?.(spent + performance.now() - b0);
           }
           return diffInputs.map((d, i) => tf.tensor(gs[i]!.data as Float32Array, d.shape));
