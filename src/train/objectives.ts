@@ -87,9 +87,12 @@ function pgdOf(c: ObjectiveConfig): PgdConfig {
   return { eps: c.eps, alpha: c.alpha, steps: c.steps, norm: c.norm, randomStart: c.randomStart };
 }
 
-/** Logits for a training step; `labels` when the loss is exactly their mean cross-entropy (one engine call). */
-function logitsOf(ctx: StepContext, x: tf.Tensor, training: boolean, seed?: number, labels?: Int32Array) {
-  return ctx.net.logits(x, { training, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed, ceTarget: labels && oneHotRows(labels, ctx.net.classes) });
+/**
+ * Logits for a training step; `ce` when the loss's gradient with respect to them is exactly that of a mean
+ * cross-entropy against `target` weighted `scale` (one engine call).
+ */
+function logitsOf(ctx: StepContext, x: tf.Tensor, training: boolean, seed?: number, ce?: { target: Float32Array; scale?: number }) {
+  return ctx.net.logits(x, { training, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed, ceTarget: ce?.target, ceScale: ce?.scale });
 }
 
 function oneHotRows(labels: Int32Array, classes: number): Float32Array {
@@ -105,7 +108,7 @@ class Natural implements Objective {
   }
   prepare(ctx: StepContext, b: Batch): () => LossResult {
     return () => {
-      const r = logitsOf(ctx, b.x, true, ctx.seed, b.yd);
+      const r = logitsOf(ctx, b.x, true, ctx.seed, { target: oneHotRows(b.yd, ctx.net.classes) });
       return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
     };
   }
@@ -121,7 +124,7 @@ class Pgd implements Objective {
     const adv = pgdAttack(ctx.net.frozen(ctx.frozenOverrides), b.xd, b.yd, b.n, ctx.net.classes, pgdOf(this.config), ctx.rng);
     return () => {
       const xAdv = tf.tensor(adv, b.x.shape);
-      const r = logitsOf(ctx, xAdv, true, ctx.seed, b.yd);
+      const r = logitsOf(ctx, xAdv, true, ctx.seed, { target: oneHotRows(b.yd, ctx.net.classes) });
       return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
     };
   }
@@ -150,7 +153,7 @@ class Trades implements Objective {
         // the adversarial logits enter the loss only through β·KL(p_nat ‖ p_adv), whose gradient with respect
         // to them is β·(p_adv − p_nat)/N: a cross-entropy against the soft target p_nat, weighted β
         const pNat = tf.softmax(nat.logits).dataSync() as Float32Array;
-        const advR = ctx.net.logits(xAdv, { training: true, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed: ctx.seed + 1, ceTarget: pNat, ceScale: this.config.beta });
+        const advR = logitsOf(ctx, xAdv, true, ctx.seed + 1, { target: pNat, scale: this.config.beta });
         zNat = nat.logits;
         zAdv = advR.logits;
         // running statistics as PyTorch leaves them: those of the last forward pass (the adversarial batch)
@@ -172,7 +175,7 @@ class Smooth implements Objective {
     const s = this.config.sigma;
     for (let i = 0; i < noisy.length; i++) noisy[i] = b.xd[i]! + s * ctx.rng.normal();
     return () => {
-      const r = logitsOf(ctx, tf.tensor(noisy, b.x.shape), true, ctx.seed, b.yd);
+      const r = logitsOf(ctx, tf.tensor(noisy, b.x.shape), true, ctx.seed, { target: oneHotRows(b.yd, ctx.net.classes) });
       return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
     };
   }

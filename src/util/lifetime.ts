@@ -12,6 +12,9 @@ import { Worker } from 'node:worker_threads';
 
 export const PARENT_PID_ENV = 'ONNX_HYDRA_PARENT_PID';
 
+/** the command line of npm or npx itself */
+const NPM_COMMAND = /\bnpm\b|\bnpx\b|npm-cli\.js|npx-cli\.js/;
+
 interface ProcInfo { ppid: number; start: string; cmd: string }
 
 /** /proc/<pid>/stat's parent pid and start time, and its command line (Linux); undefined elsewhere or when gone. */
@@ -41,7 +44,7 @@ function watchedProcesses(): [number, string][] {
     const info = procInfo(pid);
     if (!info) break;
     out.push([pid, info.start]);
-    if (/\bnpm\b|\bnpx\b|npm-cli\.js|npx-cli\.js/.test(info.cmd)) break;
+    if (NPM_COMMAND.test(info.cmd)) break;
     pid = info.ppid;
   }
   return out.length ? out : [[process.ppid, '']];
@@ -73,7 +76,7 @@ export function exitWithStarter(): void {
   started = true;
   // under npm, a parent that is already init (and not npm itself, as in a container started with npx) means
   // the starter died before this line ran
-  if (process.env.npm_command && !process.env[PARENT_PID_ENV] && process.ppid === 1 && !/\bnpm\b|\bnpx\b|npm-cli\.js|npx-cli\.js/.test(procInfo(1)?.cmd ?? 'npm')) {
+  if (process.env.npm_command && !process.env[PARENT_PID_ENV] && process.ppid === 1 && !NPM_COMMAND.test(procInfo(1)?.cmd ?? 'npm')) {
     process.kill(process.pid, 'SIGTERM');
     return;
   }

@@ -715,7 +715,7 @@ export class CompiledNet {
    */
   private chooseBake(key: string, o: CompiledRunOptions): { bake: boolean; record?: (ms: number) => void } {
     if (o.bake !== undefined) return { bake: o.bake };
-    if (process.env.HYDRA_BAKE) return { bake: process.env.HYDRA_BAKE === "1" };
+    if (process.env.HYDRA_BAKE) return { bake: process.env.HYDRA_BAKE === '1' };
     let st = this.bakeStats.get(key);
     if (!st) this.bakeStats.set(key, (st = { baked: [], inputs: [] }));
     if (st.choice !== undefined) return { bake: st.choice };

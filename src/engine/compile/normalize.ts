@@ -117,7 +117,7 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
       const w = b.reshape(b.op('MatMul', [flat, selectName]), [ws[0]!, ws[1]!, ...kept]);
       return copyWith([ins[0]!, w, ...ins.slice(2)], ['pads', 'auto_pad', 'kernel_shape'], [
         { name: 'pads', type: 7, ints: crop.pads },
-        { name: 'kernel_shape', type: 7, ints: crop.last.map((k, i) => k - crop.first[i]! + 1) },
+        { name: 'kernel_shape', type: 7, ints: kept },
       ]);
     }
     case 'Slice':
