@@ -58,6 +58,12 @@ const CASES: Case[] = [
   conv('Conv 3x3 stride 2 pad 1 on a 2x3 map (first row and column of taps cropped)', [2, 3, 2, 3], [4, 3, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 3x3 stride 2 pad 1 odd size, 8 channels', [2, 8, 9, 9], [3, 8, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 5x5 stride 3 SAME_UPPER, 8 channels', [2, 8, 11, 11], [3, 8, 5, 5], { strides: [3, 3], auto_pad: 'SAME_UPPER' }),
+  // batches large enough for the blocked-layout (NCHWc) kernels, on CPUs that have them (engine/compile/nchwc.ts):
+  // an input of fewer channels than a block (stays NCHW), channel counts padded to whole blocks, depthwise, strided
+  conv('NCHWc: Conv 3x3 pad 1, 3 input channels', [5, 3, 8, 8], [16, 3, 3, 3], { pads: [1, 1, 1, 1] }),
+  conv('NCHWc: Conv 3x3 pad 1, 20 → 24 channels (padded to whole blocks)', [5, 20, 8, 8], [24, 20, 3, 3], { pads: [1, 1, 1, 1] }),
+  conv('NCHWc: depthwise Conv 3x3 pad 1, 16 channels', [5, 16, 8, 8], [16, 1, 3, 3], { pads: [1, 1, 1, 1], group: 16 }),
+  conv('NCHWc: Conv 3x3 stride 2 pad 1, 16 → 32 channels, no bias', [8, 16, 12, 12], [32, 16, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }, false),
   conv('Conv 3x3 stride 2x1 asymmetric pads', [2, 2, 8, 7], [3, 2, 3, 3], { strides: [2, 1], pads: [0, 1, 1, 0] }, false),
   conv('Conv 3x3 dilation 2 pad 2', [2, 2, 9, 9], [3, 2, 3, 3], { dilations: [2, 2], pads: [2, 2, 2, 2] }),
   conv('Conv 3x3 stride 2 dilation 2', [2, 2, 11, 11], [3, 2, 3, 3], { strides: [2, 2], dilations: [2, 2] }),

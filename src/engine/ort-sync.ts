@@ -3,6 +3,7 @@
 // its native binding's `run` is synchronous. We call the binding directly (pinned onnxruntime-node
 // version; `available()` is false if a future layout hides it, and the engine is then not offered).
 import { createRequire } from 'node:module';
+import { GraphBuilder } from '../onnx/builder.js';
 
 const require = createRequire(import.meta.url);
 
@@ -108,6 +109,38 @@ export class SyncSession {
   }
 
   dispose(): void {
+    const i = profiled.indexOf(this);
+    if (i >= 0) {
+      profiled.splice(i, 1);
+      this.endProfiling();
+    }
     this.s.dispose?.();
   }
+}
+
+let blockSize: number | undefined;
+/**
+ * The channel block of onnxruntime's NCHWc kernels on this CPU (16 with AVX-512, 8 with AVX2), read off
+ * the channel count ReorderInput pads four channels to (it wants a multiple of 4); 0 when they are not available (other CPUs, other
+ * builds) or HYDRA_NCHWC=0.
+ */
+export function nchwcBlockSize(): number {
+  if (blockSize !== undefined) return blockSize;
+  blockSize = 0;
+  if (process.env.HYDRA_NCHWC === '0' || !syncOrtAvailable()) return blockSize;
+  const b = new GraphBuilder(18, 'probe');
+  b.input('x', 'float32', [1, 4, 1, 1]);
+  b.add('ReorderInput', ['x'], { channels_last: 0 }, ['y']);
+  b.nodes.at(-1)!.domain = 'com.microsoft.nchwc';
+  b.output('y');
+  try {
+    const s = new SyncSession(b.toModel({ untypedOutputs: true }), { threads: 1, optimization: 'disabled' });
+    const [y] = s.run({ x: { data: new Float32Array(4), shape: [1, 4, 1, 1] } });
+    s.dispose();
+    const c = y!.shape[1]!;
+    if (c > 1 && (c & (c - 1)) === 0) blockSize = c;
+  } catch {
+    // no NCHWc kernels in this onnxruntime build or on this CPU
+  }
+  return blockSize;
 }

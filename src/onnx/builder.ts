@@ -27,6 +27,8 @@ export class GraphBuilder {
   private readonly constCache = new Map<string, string>();
   /** values of the int64 constants made by constI64, for rules that read an input the builder created */
   private readonly intValues = new Map<string, number[]>();
+  /** static shapes an emitter declared (graph inputs' are read from `inputs`), for passes over the finished graph */
+  private readonly shapes = new Map<string, number[]>();
 
   constructor(readonly opset: number, private readonly prefix = 'g') {}
 
@@ -57,6 +59,17 @@ export class GraphBuilder {
     this.nodes.push({ ...n, input: [...(n.input ?? [])], output: [...(n.output ?? [])], attribute: n.attribute });
   }
 
+  /** A copy to extend (inputs, initializers, nodes and declared shapes), its fresh names under `prefix`. */
+  clone(prefix: string): GraphBuilder {
+    const b = new GraphBuilder(this.opset, prefix);
+    for (const i of this.inputs) b.input(i.name, i.dtype, i.shape);
+    b.initializers.push(...this.initializers);
+    for (const n of this.nodes) b.copy(n);
+    for (const [k, v] of this.shapes) b.shapes.set(k, v);
+    for (const [k, v] of this.intValues) b.intValues.set(k, v);
+    return b;
+  }
+
   init(name: string, t: HostTensor): string {
     this.used.add(name);
     this.initializers.push(encodeTensor(name, t));
@@ -85,6 +98,18 @@ export class GraphBuilder {
     this.constCache.set(key, name);
     this.intValues.set(name, values);
     return name;
+  }
+
+  /** Declare the static shape of a value (read back by passes that rewrite the finished graph). */
+  setShape(name: string, shape: readonly number[]): void {
+    this.shapes.set(name, [...shape]);
+  }
+  /** A value's static shape, if declared or a graph input with numeric dimensions. */
+  knownShape(name: string): number[] | undefined {
+    const s = this.shapes.get(name);
+    if (s) return s;
+    const i = this.inputs.find((x) => x.name === name);
+    return i && i.shape.every((d) => typeof d === 'number') ? (i.shape as number[]) : undefined;
   }
 
   input(name: string, dtype: DType, shape: readonly (number | string)[]): string {
@@ -131,7 +156,8 @@ export class GraphBuilder {
     const m = onnx.ModelProto.create({
       irVersion: 8,
       producerName: 'onnx-hydra',
-      opsetImport: [{ domain: '', version: this.opset }],
+      // operator sets of other domains (onnxruntime's com.microsoft.nchwc) at version 1
+      opsetImport: [{ domain: '', version: this.opset }, ...[...new Set(this.nodes.map((n) => n.domain ?? '').filter((d) => d))].map((domain) => ({ domain, version: 1 }))],
       graph: { name: this.prefix, node: this.nodes, initializer: this.initializers, input: this.inputs.map(vi), output: this.outputs.map(out) },
     });
     return onnx.ModelProto.encode(m).finish();

@@ -128,7 +128,8 @@ defineOp({
       // otherwise ConvTranspose maps back to the input grid, output_padding covering rows the forward conv skipped
       const flipPads = [...range(0, r).map((i) => (kernel[i]! - 1) * dil[i]! - pads[i]!), ...range(0, r).map((i) => xs[2 + i]! - ys[2 + i]! + (kernel[i]! - 1) * dil[i]! - ((kernel[i]! - 1) * dil[i]! - pads[i]!))];
       if (strides.every((s) => s === 1) && flipPads.every((p) => p >= 0)) {
-        dx = g.b.op('Conv', [dy, flippedKernel(g.b, g.x(1), ws, group)], { pads: flipPads, dilations: dil, group, kernel_shape: kernel });
+        const flipped = flippedKernel(g.b, g.x(1), ws, group);
+        dx = conv(g.b, dy, ys, flipped, [xs[1]!, ws[0]! / group, ...kernel], { pads: flipPads, dilations: dil, group, kernel_shape: kernel });
       } else if (r === 2 && group === 1) {
         dx = col2ImInputGrad(g.b, dy, g.x(1), xs, ws, ys, strides, pads, dil);
       } else {
@@ -145,6 +146,13 @@ defineOp({
   params: { slots: [[1, 'weight', true], [2, 'bias', false]], fanIn: (w) => w.slice(1).reduce((p, d) => p * d, 1) },
   quant: (n, isConst) => (isConst(n.input?.[1] ?? '') ? { weightInput: 1, axis: 0 } : undefined),
 });
+
+/** A Conv node with its operands' static shapes declared (engine passes that rewrite convolutions read them). */
+function conv(b: GraphBuilder, x: string, xShape: number[], w: string, wShape: number[], attrs: Record<string, number | number[]>): string {
+  b.setShape(x, xShape);
+  b.setShape(w, wShape);
+  return b.op('Conv', [x, w], attrs);
+}
 
 /**
  * Input gradient of a strided 2-D convolution: the columns Wᵀ·dy ([N, Cin·K·K, OH·OW], one batched MatMul)
@@ -297,7 +305,7 @@ export function convFilterGrad(
   if (group === 1) {
     const xt = b.op('Transpose', [x], { perm }); // [Cin, N, H, W]
     const dyt = b.op('Transpose', [dy], { perm }); // [Cout, N, OH, OW]
-    const full = b.op('Conv', [xt, dyt], { strides: dil, dilations: strides, pads, group: 1 }); // [Cin, Cout, K'...]
+    const full = conv(b, xt, [cin, n, ...xs.slice(2)], dyt, [cout, n, ...ys.slice(2)], { strides: dil, dilations: strides, pads, group: 1 }); // [Cin, Cout, K'...]
     const cropped = b.slice(full, new Array(r).fill(0), cropEnd, range(2, r + 2));
     out = b.op('Transpose', [cropped], { perm }); // [Cout, Cin, K...]
   } else {
@@ -316,7 +324,6 @@ export function convFilterGrad(
     const t = b.op('Transpose', [g5], { perm: [0, 2, 1, ...range(3, r + 3)] });
     out = b.reshape(t, [cout, cinG, ...kernel]);
   }
-  void ys;
   return out;
 }
 
@@ -373,7 +380,7 @@ defineOp({
       ysC = [ys[0]!, ys[1]!, ...range(0, r).map((i) => ends[i]! - starts[i]!)];
     }
     const padsC = pads.map((p) => Math.max(0, p));
-    const dx = g.need(0) ? g.b.op('Conv', [dy, g.x(1)], { strides, pads: padsC, dilations: dil, group, kernel_shape: kernel }) : undefined;
+    const dx = g.need(0) ? conv(g.b, dy, ysC, g.x(1), ws, { strides, pads: padsC, dilations: dil, group, kernel_shape: kernel }) : undefined;
     const dw = g.need(1) ? convFilterGrad(g.b, dy, g.x(0), ysC, ws, xs, strides, padsC, dil, group) : undefined;
     const db = g.has(2) && g.need(2) ? g.b.reduce('ReduceSum', dyFull, [0, ...range(2, xs.length)], false) : undefined;
     return [dx, dw, db];

@@ -14,9 +14,10 @@ import { onnx } from '../../onnx/proto.js';
 import { GraphBuilder } from '../../onnx/builder.js';
 import { COMPILED_OPSET, opSpec, type GradCtx, type GradRule } from '../../ops/index.js';
 import { emitNormalized, shapeLookup } from './normalize.js';
+import { withNchwcConvs } from './nchwc.js';
 import { NotCompilableError } from './errors.js';
 import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds, type CrownOptions } from './bounds.js';
-import { SyncSession, type OrtOut } from '../ort-sync.js';
+import { SyncSession, nchwcBlockSize, type OrtOut } from '../ort-sync.js';
 import { emitDlr } from '../dlr.js';
 
 export { NotCompilableError };
@@ -191,7 +192,7 @@ export function alphaCrownModel(p: PreparedGraph, batch: number, intermediate: n
   const f = boundsForward(p, batch, false, false, { intermediate, alphaInputs }, undefined, true);
   if (!alphaInputs.length) throw new NotCompilableError('α-CROWN: the model has no ReLU');
   const shapes = probeShapes(f, undefined);
-  const b = cloneBuilder(f.fb, 'alpha');
+  const b = f.fb.clone('alpha');
   const classes = shapes.get(BOUNDS_OUT)!.at(-1)!;
   const dm = b.input('bounds/dmargins', 'float32', [batch, classes]);
   const grads = differentiate(f, shapes, alphaInputs.map((a) => a.name), { bb: b, fwdValue: (v) => v, dlogits: dm });
@@ -206,8 +207,9 @@ export function alphaCrownModel(p: PreparedGraph, batch: number, intermediate: n
 
 /** A model from a builder, its outputs listed by name only (onnxruntime infers their types). */
 function modelBytes(b: GraphBuilder, outputs: string[]): Uint8Array {
-  b.setOutputs(outputs);
-  return b.toModel({ untypedOutputs: true });
+  const m = withNchwcConvs(b, nchwcBlockSize());
+  m.setOutputs(outputs);
+  return m.toModel({ untypedOutputs: true });
 }
 
 /**
@@ -232,19 +234,12 @@ function zerosFor(weights: Map<string, number[]>): Map<string, Float32Array> {
   return new Map([...weights].map(([n, s]) => [n, new Float32Array(numel(s))]));
 }
 
-function cloneBuilder(src: GraphBuilder, prefix: string): GraphBuilder {
-  const b = new GraphBuilder(src.opset, prefix);
-  for (const i of src.inputs) b.input(i.name, i.dtype, i.shape);
-  b.initializers.push(...src.initializers);
-  for (const n of src.nodes) b.copy(n);
-  return b;
-}
 
 /** Shapes of every value of the forward model, read off one onnxruntime run on zeros. */
 function probeShapes(f: Forward, threads: number | undefined, dtypes?: Map<string, 'float32' | 'int64' | 'int32' | 'bool'>): Map<string, number[]> {
   const names: string[] = [];
   for (const n of f.fb.nodes) for (const o of n.output ?? []) if (o) names.push(o);
-  const s = new SyncSession(withWeights(modelBytes(cloneBuilder(f.fb, 'probe'), names), f.baked, zerosFor(f.baked)), { threads, optimization: 'disabled' });
+  const s = new SyncSession(withWeights(modelBytes(f.fb.clone('probe'), names), f.baked, zerosFor(f.baked)), { threads, optimization: 'disabled' });
   const feeds: Record<string, { data: Float32Array; shape: number[] }> = {};
   for (const i of f.fb.inputs) feeds[i.name] = { data: new Float32Array(numel(i.shape as number[])), shape: i.shape as number[] };
   const r = s.run(feeds, names);
@@ -557,7 +552,7 @@ export class CompiledNet {
     } else {
       const f = emitForward(this.p, batch, false, true, true);
       const shapes = probeShapes(f, this.threads);
-      const b = cloneBuilder(f.fb, 'attack');
+      const b = f.fb.clone('attack');
       const classes = shapes.get(f.logits)!.at(-1)!;
       let dz: string;
       let loss: string | undefined;
@@ -613,7 +608,7 @@ export class CompiledNet {
     if (needGrad && o.ceTarget && !o.bounds) {
       // one graph: forward, dz = (softmax(z) − target)/N, backward (the attack graphs' construction)
       const shapes = probeShapes(f, this.threads);
-      const b = cloneBuilder(f.fb, 'step');
+      const b = f.fb.clone('step');
       const classes = shapes.get(f.logits)!.at(-1)!;
       const dz = b.op('Mul', [b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), b.input(CE_TARGET, 'float32', [batch, classes])]), b.input(CE_SCALE, 'float32', [])]);
       t.gradOutputs = differentiate(f, shapes, [...(o.gradX ? [f.xName] : []), ...gradParams], { bb: b, fwdValue: (v) => v, dlogits: dz });

@@ -92,6 +92,9 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
         throw new NotCompilableError(`${n.label}: ${why}`);
       });
       const crop = cropDeadTaps(geo, xs.slice(2));
+      // operand shapes declared for the pass that moves convolutions to blocked layouts (engine/compile/nchwc.ts)
+      b.setShape(ins[0]!, xs);
+      b.setShape(ins[1]!, ws);
       if (!crop) return b.copy(proto);
       // the crop as a product with a 0/1 selection matrix, W [Cout·Cin, taps] × S [taps, kept taps]: its
       // gradient is one GEMM too (a Slice's is a Pad, ~5 ns per element on kernels of 1-2 taps per axis)
@@ -115,6 +118,7 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
       // a constant of the graph, as the model's own are: the backward graph embeds it instead of fetching it
       consts.set(selectName, hostTensor('float32', [taps, keptTaps], select));
       const w = b.reshape(b.op('MatMul', [flat, selectName]), [ws[0]!, ws[1]!, ...kept]);
+      b.setShape(w, [ws[0]!, ws[1]!, ...kept]);
       return copyWith([ins[0]!, w, ...ins.slice(2)], ['pads', 'auto_pad', 'kernel_shape'], [
         { name: 'pads', type: 7, ints: crop.pads },
         { name: 'kernel_shape', type: 7, ints: kept },
