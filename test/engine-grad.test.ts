@@ -64,6 +64,9 @@ const CASES: Case[] = [
   conv('NCHWc: Conv 3x3 pad 1, 20 → 24 channels (padded to whole blocks)', [5, 20, 8, 8], [24, 20, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('NCHWc: depthwise Conv 3x3 pad 1, 16 channels', [5, 16, 8, 8], [16, 1, 3, 3], { pads: [1, 1, 1, 1], group: 16 }),
   conv('NCHWc: Conv 3x3 stride 2 pad 1, 16 → 32 channels, no bias', [8, 16, 12, 12], [32, 16, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }, false),
+  // 32 input channels x 9 taps: the filter gradient in its convolution form, blocked (dilated by the stride)
+  conv('NCHWc: filter gradient as a convolution, 32 → 16 channels, batch 16', [16, 32, 6, 6], [16, 32, 3, 3], { pads: [1, 1, 1, 1] }),
+  conv('NCHWc: filter gradient as a convolution, stride 2', [4, 32, 9, 9], [16, 32, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 3x3 stride 2x1 asymmetric pads', [2, 2, 8, 7], [3, 2, 3, 3], { strides: [2, 1], pads: [0, 1, 1, 0] }, false),
   conv('Conv 3x3 dilation 2 pad 2', [2, 2, 9, 9], [3, 2, 3, 3], { dilations: [2, 2], pads: [2, 2, 2, 2] }),
   conv('Conv 3x3 stride 2 dilation 2', [2, 2, 11, 11], [3, 2, 3, 3], { strides: [2, 2], dilations: [2, 2] }),

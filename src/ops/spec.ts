@@ -38,7 +38,15 @@ export interface GradCtx {
   /** a constant input's value as numbers (axes, shapes, pads) */
   ints(i: number): number[];
   has(i: number): boolean;
+  /**
+   * Convolutions whose weights are graph values will run on blocked-layout kernels (the engine's NCHWc pass)
+   * when batch x output pixels reaches BLOCKED_CONV_MIN_WORK: rules pick their cheapest form for that target.
+   */
+  blockedConvs: boolean;
 }
+
+/** The work (batch x output pixels) from which a convolution with computed weights runs blocked (see GradCtx). */
+export const BLOCKED_CONV_MIN_WORK = 256;
 
 /** ONNX nodes computing the gradients of the inputs (one per input, undefined for none) from those of the outputs. */
 export type GradRule = (g: GradCtx) => (string | undefined)[];

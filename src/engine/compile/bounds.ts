@@ -9,6 +9,7 @@ import { decodeTensor, hostTensor, numberAt } from '../../onnx/tensor.js';
 import { COMPILED_OPSET, opSpec, type GradCtx, type Interval } from '../../ops/index.js';
 import { GraphBuilder } from '../../onnx/builder.js';
 import { UserError } from '../../util/errors.js';
+import { nchwcBlockSize } from '../ort-sync.js';
 
 export const BOUNDS_EPS = 'bounds/eps';
 export const BOUNDS_OUT = 'bounds/logits';
@@ -377,6 +378,7 @@ function crownBackward(b: GraphBuilder, src: GraphBuilder, xName: string, start:
         return Array.from({ length: h.data.length }, (_, j) => numberAt(h, j));
       },
       has: (i) => !!n0.inputs[i],
+      blockedConvs: nchwcBlockSize() > 0,
     };
     const grads = rule(ctx);
     grads.forEach((g, i) => {

@@ -303,6 +303,7 @@ function differentiate(f: Forward, shapes: Map<string, number[]>, wrt: string[],
         return made;
       },
       has: (i) => !!n.inputs[i],
+      blockedConvs: nchwcBlockSize() > 0,
     };
     let grads: (string | undefined)[];
     try {

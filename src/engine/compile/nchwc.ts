@@ -9,6 +9,7 @@
 import { GraphBuilder } from '../../onnx/builder.js';
 import type { NodeProto } from '../../onnx/proto.js';
 import { toNum } from '../../onnx/proto.js';
+import { BLOCKED_CONV_MIN_WORK } from '../../ops/spec.js';
 
 export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 
@@ -57,7 +58,7 @@ function rewrite(b: GraphBuilder, n: NodeProto, block: number, constant: Set<str
   // the filter's reorder costs about as much as a few images' worth of convolution: worth it once batch x
   // output pixels is large (ResNet-18 at 32x32, batch 128: every layer but those on 1x1 maps; not the
   // convolution form of conv1's filter gradient, whose "batch" is its 3 input channels and output 8x8)
-  if (xs[0]! * outputPixels(n, xs, ws) < 256) return false;
+  if (xs[0]! * outputPixels(n, xs, ws) < BLOCKED_CONV_MIN_WORK) return false;
   const group = toNum((n.attribute ?? []).find((a) => a.name === 'group')?.i ?? 1);
   const [cout, cinG, kh, kw] = ws as [number, number, number, number];
   const cin = xs[1]!;
