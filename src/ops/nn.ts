@@ -162,10 +162,14 @@ function conv(b: GraphBuilder, x: string, xShape: number[], w: string, wShape: n
  */
 function col2ImInputGrad(b: GraphBuilder, dy: string, w: string, xs: number[], ws: number[], ys: number[], strides: number[], pads: number[], dil: number[]): string {
   const [cout, cin, kh, kw] = ws as [number, number, number, number];
-  const cols = b.op('MatMul', [
-    b.op('Transpose', [b.reshape(w, [cout, cin * kh * kw])], { perm: [1, 0] }),
-    b.reshape(dy, [ys[0]!, cout, ys[2]! * ys[3]!]),
-  ]);
+  const [n, blocks] = [ys[0]!, ys[2]! * ys[3]!];
+  const wT = b.op('Transpose', [b.reshape(w, [cout, cin * kh * kw])], { perm: [1, 0] });
+  // per image the product is [Cin·K·K, Cout] x [Cout, OH·OW]: with few output positions these GEMMs are too
+  // narrow (16.9 ms for ResNet-18's layer3 entry at batch 128, OH·OW = 4), so the batch joins the columns,
+  // one GEMM, and the columns are transposed back per image
+  const cols = blocks >= 64
+    ? b.op('MatMul', [wT, b.reshape(dy, [n, cout, blocks])])
+    : b.op('Transpose', [b.reshape(b.op('MatMul', [wT, b.reshape(b.op('Transpose', [b.reshape(dy, [n, cout, blocks])], { perm: [1, 0, 2] }), [cout, n * blocks])]), [cin * kh * kw, n, blocks])], { perm: [1, 0, 2] });
   // Col2Im wants the padded image to hold exactly OH x OW windows: rows past the last window are cut from
   // the end pad, or (when the forward conv skipped input rows) padded back on as zeros afterwards
   const reach = [0, 1].map((i) => (ys[2 + i]! - 1) * strides[i]! + ([kh, kw][i]! - 1) * dil[i]! + 1 - pads[i]!);
@@ -253,9 +257,14 @@ function flippedKernel(b: GraphBuilder, w: string, ws: number[], group: number):
     const g5 = b.reshape(w, [group, cout / group, cinG, ...k]);
     t = b.reshape(b.op('Transpose', [g5], { perm: [0, 2, 1, ...range(3, r + 3)] }), [cinG * group, cout / group, ...k]);
   }
-  const axes = range(2, r + 2).filter((ax) => ws[ax]! > 1);
-  if (!axes.length) return t;
-  return b.op('Slice', [t, b.constI64(axes.map(() => -1)), b.constI64(axes.map(() => -(2 ** 31))), b.constI64(axes), b.constI64(axes.map(() => -1))]);
+  const taps = k.reduce((p, d) => p * d, 1);
+  if (taps === 1) return t;
+  // flipping every spatial axis reverses the row-major tap index: a GEMM with the anti-identity [taps, taps]
+  // (exact: one product by 1 and zeros per output); 0.3-0.4 ms for a 256x256x3x3 kernel in onnxruntime,
+  // where a Slice with step −1 moves single floats (3.3-3.6 ms)
+  const reverse = new Float32Array(taps * taps);
+  for (let i = 0; i < taps; i++) reverse[i * taps + (taps - 1 - i)] = 1;
+  return b.reshape(b.op('MatMul', [b.reshape(t, [cinG * cout, taps]), b.constF(reverse, [taps, taps])]), [cinG * group, cout / group, ...k]);
 }
 
 /**
@@ -279,7 +288,7 @@ export function convFilterGrad(
   // on blocked-layout kernels the convolution form wins once it has the work to run blocked (its "batch" is
   // the input channels, its output the kernel): 6.1 vs 10.5 ms for a 3x3 64→64 layer on 8x8 maps, 6.6 vs 7.6
   // for 256→256 on 2x2 (onnxruntime 1.30, batch 128, 2 vCPUs with AVX-512)
-  const convForm = blocked && cin * taps >= BLOCKED_CONV_MIN_WORK;
+  const convForm = blocked && cin * taps >= BLOCKED_CONV_MIN_WORK && xs.slice(2).some((d) => d > 1);
   if (group === 1 && r === 2 && taps <= cin && !convForm) {
     // one GEMM per kernel offset on channels-last input: dW[:, :, kh, kw] = dyᵀ[Cout, N·OH·OW] × x_shift[N·OH·OW, Cin]
     // (1.7x faster in onnxruntime than the convolution form below). With fewer input channels than kernel
