@@ -176,7 +176,7 @@ const result = {
 if (args.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 else {
   const lines = [`onnx-hydra bench: batch ${args.batch}, engine ${engine.description}`, `CPU: ${cpu.model}, ${cpu.cores} cores, ${cpu.isa.join(' ')}`];
-  lines.push(result.torch ? `PyTorch ${result.torch.version} (${result.torch.threads} threads), same machine, same run` : 'PyTorch not installed (apt-get install python3-torch): no ratios');
+  lines.push(result.torch ? `PyTorch ${result.torch.version} (${result.torch.threads} threads), same machine, same run` : args.torch ? 'PyTorch not installed (apt-get install python3-torch): no ratios' : 'PyTorch not run (--no-torch): no ratios');
   lines.push('', '| model | workload | onnx-hydra img/s | PyTorch img/s | ratio |', '|---|---|---:|---:|---:|');
   for (const m of models) for (const w of WORKLOADS) {
     const r = table[m]![w];
