@@ -210,6 +210,12 @@ const CASES: Case[] = [
     consts: { lo: [[], [0]], hi: [[], [6]] },
   },
   {
+    // the closed-form gradient region of training-mode BatchNormalization (engine/compile: batchNormTraining)
+    name: 'BatchNormalization in training mode on 4x4 maps, then a ReLU', x: [4, 3, 4, 4], training: true,
+    nodes: [node('Conv', ['x', 'w'], ['c'], { pads: [1, 1, 1, 1] }), node('BatchNormalization', ['c', 's', 'b', 'm', 'v'], ['n'], { epsilon: 1e-3, momentum: 0.9 }), node('Relu', ['n'], ['y'])],
+    weights: { w: [5, 3, 3, 3], s: [5], b: [5], m: [5], v: [5] },
+  },
+  {
     // columns from a trainable linear map, summed back onto a 5x4 image (forward: ours in tfjs vs onnxruntime)
     name: 'Col2Im stride 2, asymmetric pads', x: [2, 12, 5], opset: 18,
     nodes: [node('MatMul', ['x', 'w'], ['h']), node('Col2Im', ['h', 'image', 'block'], ['y'], { strides: [2, 2], pads: [1, 0, 1, 1] })],

@@ -7,7 +7,7 @@ import { convTransposeWindows, poolDivisors, windows, type ConvTransposeAttrs, t
 import { Attrs, type Node } from './ir.js';
 import type { OpCtx } from './values.js';
 import { broadcastShapes } from './host.js';
-import { BLOCKED_CONV_MIN_WORK, defineOp, type BoundRules, type GradCtx, type IbpRule } from './spec.js';
+import { BLOCKED_CONV_MIN_WORK, defineOp, type BoundRules, type GradCtx, type GradRegion, type IbpRule } from './spec.js';
 import { dy0, range, reduceTo } from './grad.js';
 
 function windowAttrs(a: Attrs): WindowAttrs {
@@ -567,6 +567,49 @@ defineOp({
  * the trailing axes; InstanceNormalization: the spatial axes per example and channel). `scaleShape` is
  * how scale and bias broadcast against x; their gradients sum over the other axes.
  */
+/**
+ * BatchNormalization in training mode lowered for the compiled engine: batch statistics over every axis but
+ * the channels, y = (x − mean)·k + bias with k = scale/√(var + ε) per channel. Returns the output, the batch
+ * mean and (biased) variance for the running statistics, and the region whose gradient is the closed form
+ * below instead of the primitives' chain (11-12 passes over the activations with Expand and Sum; 7 here).
+ */
+export function batchNormTraining(b: GraphBuilder, x: string, scale: string, bias: string, xShape: number[], eps: number, y: string): { mean: string; var: string; region: GradRegion } {
+  const rank = xShape.length;
+  const axes = [0, ...range(2, rank)];
+  const cs = [-1, ...new Array<number>(rank - 2).fill(1)];
+  const count = axes.reduce((p, a) => p * xShape[a]!, 1);
+  const first = b.nodes.length;
+  const mean = b.reduce('ReduceMean', x, axes, true);
+  const xc = b.op('Sub', [x, mean]);
+  const v = b.reduce('ReduceMean', b.op('Mul', [xc, xc]), axes, true);
+  const inv = b.op('Reciprocal', [b.op('Sqrt', [b.op('Add', [v, b.scalarF(eps)])])]);
+  const k = b.op('Mul', [inv, b.reshape(scale, cs)]);
+  b.add('Add', [b.op('Mul', [xc, k]), b.reshape(bias, cs)], {}, [y]);
+  const region: GradRegion = {
+    first, last: b.nodes.length - 1, inputs: [x, scale, bias], output: y,
+    grad: (gb, dy, fwd, need) => {
+      // with x̂ = xc·inv: dbias = Σdy, dscale = inv·Σ(dy·xc), and
+      // dx = k·(dy − Σdy/n − x̂·inv·Σ(dy·xc)/n) = k·dy − (k·inv²·Σ(dy·xc)/n)·xc − k·Σdy/n
+      const [xcB, invB, kB] = [fwd(xc), fwd(inv), fwd(k)];
+      const sumDy = gb.reduce('ReduceSum', dy, axes, true);
+      const sumDyXc = gb.reduce('ReduceSum', gb.op('Mul', [dy, xcB]), axes, true);
+      let dx: string | undefined;
+      if (need(0)) {
+        const perN = gb.scalarF(-1 / count);
+        const coefXc = gb.op('Mul', [gb.op('Mul', [kB, gb.op('Mul', [invB, invB])]), gb.op('Mul', [sumDyXc, perN])]);
+        const shift = gb.op('Mul', [kB, gb.op('Mul', [sumDy, perN])]);
+        dx = gb.op('Add', [gb.op('Add', [gb.op('Mul', [dy, kB]), gb.op('Mul', [xcB, coefXc])]), shift]);
+      }
+      return [
+        dx,
+        need(1) ? gb.reshape(gb.op('Mul', [sumDyXc, invB]), [-1]) : undefined,
+        need(2) ? gb.reshape(sumDy, [-1]) : undefined,
+      ];
+    },
+  };
+  return { mean, var: v, region };
+}
+
 function normGrad(g: GradCtx, axes: number[], eps: number, scaleShape: number[]): (string | undefined)[] {
   const xs = g.inShape(0);
   const x = g.x(0);

@@ -48,6 +48,20 @@ export interface GradCtx {
 /** The work (batch x output pixels) from which a convolution with computed weights runs blocked (see GradCtx). */
 export const BLOCKED_CONV_MIN_WORK = 256;
 
+/**
+ * A subgraph that an operator's lowering emitted with its own gradient rule (BatchNormalization in training
+ * mode): the differentiator skips its nodes and asks `grad` for the gradients of `inputs`, given the gradient
+ * of `output`; `fwd` maps a forward value to its name in the backward graph, `need` says which inputs want one.
+ */
+export interface GradRegion {
+  /** indices of its first and last node in the forward builder */
+  first: number;
+  last: number;
+  inputs: string[];
+  output: string;
+  grad(b: GraphBuilder, dy: string, fwd: (v: string) => string, need: (i: number) => boolean): (string | undefined)[];
+}
+
 /** ONNX nodes computing the gradients of the inputs (one per input, undefined for none) from those of the outputs. */
 export type GradRule = (g: GradCtx) => (string | undefined)[];
 /** No gradient flows through the operator, and why (integer or piecewise-constant output, no data input). */

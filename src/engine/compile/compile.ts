@@ -12,7 +12,7 @@ import { Attrs, parseNode, type Node } from '../../ops/ir.js';
 import { decodeTensor, hostTensor, numberAt, type HostTensor } from '../../onnx/tensor.js';
 import { onnx } from '../../onnx/proto.js';
 import { GraphBuilder } from '../../onnx/builder.js';
-import { COMPILED_OPSET, opSpec, type GradCtx, type GradRule } from '../../ops/index.js';
+import { COMPILED_OPSET, batchNormTraining, opSpec, type GradCtx, type GradRegion, type GradRule } from '../../ops/index.js';
 import { emitNormalized, shapeLookup } from './normalize.js';
 import { withNchwcConvs } from './nchwc.js';
 import { NotCompilableError } from './errors.js';
@@ -44,6 +44,8 @@ interface Forward {
   /** parameters appended as initializers when a session is made (baked), with their shapes */
   baked: Map<string, number[]>;
   bnStats: BnStat[];
+  /** lowered subgraphs with their own gradient rule (training-mode BatchNormalization) */
+  regions: GradRegion[];
   dropMasks: DropMask[];
   logits: string;
   /** initializers of the forward graph (constants, and baked parameters) */
@@ -92,21 +94,14 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
     }
   }
   const bnStats: BnStat[] = [];
+  const regions: GradRegion[] = [];
   const dropMasks: DropMask[] = [];
   for (const n of p.runNodes) {
     const a = new Attrs(n);
     if (n.opType === 'BatchNormalization' && training) {
-      // training form lowered to primitive ops, which then differentiate like any other subgraph
-      const rank = shapeOf(n.inputs[0]!).length;
-      const axes = [0, ...range(2, rank)];
-      const cs = [-1, ...new Array(rank - 2).fill(1)];
-      const x = n.inputs[0]!;
-      const mean = fb.reduce('ReduceMean', x, axes, true);
-      const xc = fb.op('Sub', [x, mean]);
-      const v = fb.reduce('ReduceMean', fb.op('Mul', [xc, xc]), axes, true);
-      const inv = fb.op('Reciprocal', [fb.op('Sqrt', [fb.op('Add', [v, fb.scalarF(a.float('epsilon', 1e-5))])])]);
-      const scaled = fb.op('Mul', [fb.op('Mul', [xc, inv]), fb.reshape(n.inputs[1]!, cs)]);
-      fb.add('Add', [scaled, fb.reshape(n.inputs[2]!, cs)], {}, [n.outputs[0]!]);
+      // training form lowered to primitive ops, differentiated as one region by its closed-form rule
+      const { mean, var: v, region } = batchNormTraining(fb, n.inputs[0]!, n.inputs[1]!, n.inputs[2]!, shapeOf(n.inputs[0]!), a.float('epsilon', 1e-5), n.outputs[0]!);
+      regions.push(region);
       bnStats.push({ mean, var: v, runMean: n.inputs[3]!, runVar: n.inputs[4]!, momentum: a.float('momentum', 0.9) });
       continue;
     }
@@ -134,7 +129,7 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
     }
     emitNormalized(fb, n, p.opset, consts, shapeOf);
   }
-  return { fb, extraInputs: [], classes: (shapeOf(p.outputs[0]!).at(-1) as number) ?? 1, xName: inp.name, xShape, paramInputs, baked, bnStats, dropMasks, logits: p.outputs[0]!, consts };
+  return { fb, extraInputs: [], classes: (shapeOf(p.outputs[0]!).at(-1) as number) ?? 1, xName: inp.name, xShape, paramInputs, baked, bnStats, regions, dropMasks, logits: p.outputs[0]!, consts };
 }
 
 /** The interval-bound form of an (inference-mode) forward graph: output Concat(lower, upper) of the logits. */
@@ -282,8 +277,22 @@ function differentiate(f: Forward, shapes: Map<string, number[]>, wrt: string[],
     summed.set(v, out);
     return out;
   };
+  const regionEnding = new Map(f.regions.map((r) => [r.last, r]));
+  const inRegion = new Set(f.regions.flatMap((r) => range(r.first, r.last)));
   for (let k = nodes.length - 1; k >= 0; k--) {
     const n = nodes[k]!;
+    if (inRegion.has(k)) continue;
+    const region = regionEnding.get(k);
+    if (region) {
+      const dy = gradOf(region.output);
+      if (!dy || !region.inputs.some((i) => req.has(i))) continue;
+      const grads = region.grad(bb, dy, env.fwdValue, (i) => req.has(region.inputs[i]!));
+      grads.forEach((g, i) => {
+        const v = region.inputs[i]!;
+        if (g && req.has(v)) contrib.set(v, [...(contrib.get(v) ?? []), g]);
+      });
+      continue;
+    }
     if (!n.outputs.some((o) => contrib.has(o))) continue;
     if (!n.inputs.some((i) => req.has(i))) continue;
     const rule = gradientOf(n);
