@@ -123,7 +123,7 @@ function benchOurs(model: string, batch: number, seconds: number, backend: Backe
   return out;
 }
 
-interface TorchResult { torch_version: string; threads: number; models: Record<string, Record<Workload, number>> }
+interface TorchResult { torch_version: string; threads: number; matmul_gflops?: number; models: Record<string, Record<Workload, number>> }
 
 function benchTorch(models: string[], batch: number): TorchResult | undefined {
   const py = '/usr/bin/python3';
@@ -168,7 +168,7 @@ const result = {
   cpu,
   batch: args.batch,
   engine: engine.description,
-  torch: torchRuns[0] ? { version: torchRuns[0].torch_version, threads: torchRuns[0].threads } : null,
+  torch: torchRuns[0] ? { version: torchRuns[0].torch_version, threads: torchRuns[0].threads, matmulGflops: torchRuns[0].matmul_gflops } : null,
   models: table,
   // the first model's rows at top level, as tools read them (e.g. trades10_step.ratio)
   ...table[models[0]!],
@@ -176,7 +176,10 @@ const result = {
 if (args.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 else {
   const lines = [`onnx-hydra bench: batch ${args.batch}, engine ${engine.description}`, `CPU: ${cpu.model}, ${cpu.cores} cores, ${cpu.isa.join(' ')}`];
-  lines.push(result.torch ? `PyTorch ${result.torch.version} (${result.torch.threads} threads), same machine, same run` : args.torch ? 'PyTorch not installed (apt-get install python3-torch): no ratios' : 'PyTorch not run (--no-torch): no ratios');
+  lines.push(result.torch ? `PyTorch ${result.torch.version} (${result.torch.threads} threads, matrix product ${result.torch.matmulGflops?.toFixed(0) ?? '?'} GFLOP/s), same machine, same run` : args.torch ? 'PyTorch not installed (apt-get install python3-torch): no ratios' : 'PyTorch not run (--no-torch): no ratios');
+  if (result.torch && (result.torch.matmulGflops ?? Infinity) < 15) {
+    lines.push(`warning: PyTorch's matrix products run at ${result.torch.matmulGflops!.toFixed(1)} GFLOP/s (the reference BLAS?): ratios of models with large Linear layers (the ViT) flatter onnx-hydra; apt-get install libopenblas0-pthread`);
+  }
   lines.push('', '| model | workload | onnx-hydra img/s | PyTorch img/s | ratio |', '|---|---|---:|---:|---:|');
   for (const m of models) for (const w of WORKLOADS) {
     const r = table[m]![w];

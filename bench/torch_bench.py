@@ -82,12 +82,19 @@ def bench(name, model, shape, batch):
     return r
 
 
+def matmul_gflops():
+    """PyTorch's dense matrix product speed (GFLOP/s): its Linear layers run on the system BLAS, and Debian's
+    default (netlib reference BLAS) runs them at a few GFLOP/s; libopenblas0-pthread makes them ~10x faster."""
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    return 2 * 512 ** 3 / timeit(lambda: a @ b, min_time=0.3) / 1e9
+
+
 def main():
     batch = int(os.environ.get('BENCH_BATCH', '128'))
     # all cores, as onnx-hydra uses (Debian's build defaults to one thread)
     torch.set_num_threads(int(os.environ.get('BENCH_THREADS', os.cpu_count() or 1)))
     wanted = os.environ.get('BENCH_MODELS', 'small_cnn,resnet_small').split(',')
-    out = {'torch_version': torch.__version__, 'threads': torch.get_num_threads(), 'batch': batch, 'models': {}}
+    out = {'torch_version': torch.__version__, 'threads': torch.get_num_threads(), 'matmul_gflops': matmul_gflops(), 'batch': batch, 'models': {}}
     from export_torchvision import MODELS as TORCHVISION  # noqa: E402  (torchvision classifiers at 3x32x32)
     for name in wanted:
         torch.manual_seed(0)

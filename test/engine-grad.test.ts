@@ -62,6 +62,8 @@ const CASES: Case[] = [
   // an input of fewer channels than a block (stays NCHW), channel counts padded to whole blocks, depthwise, strided
   conv('NCHWc: Conv 3x3 pad 1, 3 input channels', [5, 3, 8, 8], [16, 3, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('NCHWc: Conv 3x3 pad 1, 20 → 24 channels (padded to whole blocks)', [5, 20, 8, 8], [24, 20, 3, 3], { pads: [1, 1, 1, 1] }),
+  conv('NCHWc: Conv 3x3 pad 1, 16 → 18 channels (the output reordered back to 18)', [5, 16, 8, 8], [18, 16, 3, 3], { pads: [1, 1, 1, 1] }),
+  conv('Conv 3x3 pad 1, 18 input channels (not a multiple of 4: left to the plain kernel)', [5, 18, 8, 8], [16, 18, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('NCHWc: depthwise Conv 3x3 pad 1, 16 channels', [5, 16, 8, 8], [16, 1, 3, 3], { pads: [1, 1, 1, 1], group: 16 }),
   conv('NCHWc: Conv 3x3 stride 2 pad 1, 16 → 32 channels, no bias', [8, 16, 12, 12], [32, 16, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }, false),
   // 32 input channels x 9 taps: the filter gradient in its convolution form, blocked (dilated by the stride)

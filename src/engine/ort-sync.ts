@@ -118,6 +118,9 @@ export class SyncSession {
   }
 }
 
+/** onnxruntime's operator domain of its blocked-layout (NCHWc) kernels */
+export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
+
 let blockSize: number | undefined;
 /**
  * The channel block of onnxruntime's NCHWc kernels on this CPU (16 with AVX-512, 8 with AVX2), read off
@@ -131,7 +134,7 @@ export function nchwcBlockSize(): number {
   const b = new GraphBuilder(18, 'probe');
   b.input('x', 'float32', [1, 4, 1, 1]);
   b.add('ReorderInput', ['x'], { channels_last: 0 }, ['y']);
-  b.nodes.at(-1)!.domain = 'com.microsoft.nchwc';
+  b.nodes.at(-1)!.domain = NCHWC_DOMAIN;
   b.output('y');
   try {
     const s = new SyncSession(b.toModel({ untypedOutputs: true }), { threads: 1, optimization: 'disabled' });

@@ -2,7 +2,7 @@
 // onnxruntime's blocked-layout (NCHWc) kernels. onnxruntime moves a convolution to those kernels itself only
 // when the weight is a constant initializer (its NchwcTransformer reorders constants once); with weights fed
 // every step the plain kernel runs one small GEMM per image, 1.4-2.2x slower on CIFAR-size ResNet layers
-// (measured, batch 128, 2 vCPUs). Here the reorder is written into the graph: the filter is reshaped and
+// (measured, batch 128, 2 vCPUs with AVX-512). Here the reorder is written into the graph: the filter is reshaped and
 // transposed into the blocked layout (a copy of the weights), the input reordered in, the output reordered
 // back to NCHW around each convolution. The blocked layout's channel block is the CPU's (16 with AVX-512,
 // 8 with AVX2), read off onnxruntime at run time (see nchwcBlockSize in ort-sync.ts).
@@ -10,8 +10,8 @@ import { GraphBuilder } from '../../onnx/builder.js';
 import type { NodeProto } from '../../onnx/proto.js';
 import { toNum } from '../../onnx/proto.js';
 import { BLOCKED_CONV_MIN_WORK } from '../../ops/spec.js';
+import { NCHWC_DOMAIN } from '../ort-sync.js';
 
-export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 
 const roundUp = (c: number, block: number): number => Math.ceil(c / block) * block;
 
@@ -31,7 +31,7 @@ function constantValues(b: GraphBuilder): Set<string> {
 /**
  * A copy of `src` whose eligible Conv nodes run as NCHWc convolutions with channel block `block`:
  * 2-D, weights not constant, and either group 1 (inputs with fewer channels than a block stay NCHW, as
- * onnxruntime does for a network's first layer) or depthwise (group = channels, one filter each, channels a
+ * onnxruntime does for a network's first layer; others need a multiple of 4) or depthwise (group = channels, one filter each, channels a
  * multiple of the block). Other convolutions, and maps of one pixel (a GEMM is better there), are left.
  */
 export function withNchwcConvs(src: GraphBuilder, block: number): GraphBuilder {
@@ -69,8 +69,9 @@ function rewrite(b: GraphBuilder, n: NodeProto, block: number, constant: Set<str
     // input stays NCHW; filter [O/B, I, H, W, Bo]
     wBlocked = reorderFilter(b, w, [cout, cin, kh, kw], coutP, cin, false, block);
     xIn = x;
-  } else if (group === 1) {
-    // filter [O/B, I/B, H, W, Bi, Bo], both channel counts padded with zeros to whole blocks
+  } else if (group === 1 && cin % 4 === 0) {
+    // filter [O/B, I/B, H, W, Bi, Bo], both channel counts padded with zeros to whole blocks (ReorderInput
+    // takes channel counts that are multiples of 4)
     wBlocked = reorderFilter(b, w, [cout, cin, kh, kw], coutP, roundUp(cin, block), true, block);
     xIn = nchwcNode(b, 'ReorderInput', [x], { channels_last: 0 });
   } else if (group === cin && cinG === 1 && cout === cin && cin % block === 0) {
