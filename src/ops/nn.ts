@@ -166,8 +166,9 @@ function col2ImInputGrad(b: GraphBuilder, dy: string, w: string, xs: number[], w
   const wT = b.op('Transpose', [b.reshape(w, [cout, cin * kh * kw])], { perm: [1, 0] });
   // per image the product is [Cin·K·K, Cout] x [Cout, OH·OW]: with few output positions these GEMMs are too
   // narrow (16.9 ms for ResNet-18's layer3 entry at batch 128, OH·OW = 4), so the batch joins the columns,
-  // one GEMM, and the columns are transposed back per image
-  const cols = blocks >= 64
+  // one GEMM, and the columns are transposed back per image. Not from 16 positions on: at 49 (fashion_cnn's
+  // conv2) the transposes cost more than they save (verify's PGD-20 690-770 vs 900-1160 img/s)
+  const cols = blocks >= 16
     ? b.op('MatMul', [wT, b.reshape(dy, [n, cout, blocks])])
     : b.op('Transpose', [b.reshape(b.op('MatMul', [wT, b.reshape(b.op('Transpose', [b.reshape(dy, [n, cout, blocks])], { perm: [1, 0, 2] }), [cout, n * blocks])]), [cin * kh * kw, n, blocks])], { perm: [1, 0, 2] });
   // Col2Im wants the padded image to hold exactly OH x OW windows: rows past the last window are cut from

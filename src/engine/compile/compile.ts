@@ -229,7 +229,6 @@ function zerosFor(weights: Map<string, number[]>): Map<string, Float32Array> {
   return new Map([...weights].map(([n, s]) => [n, new Float32Array(numel(s))]));
 }
 
-
 /** Shapes of every value of the forward model, read off one onnxruntime run on zeros. */
 function probeShapes(f: Forward, threads: number | undefined, dtypes?: Map<string, 'float32' | 'int64' | 'int32' | 'bool'>): Map<string, number[]> {
   const names: string[] = [];
