@@ -150,7 +150,7 @@ function boundsForward(p: PreparedGraph, batch: number, withIndices: boolean, ba
  */
 export function boundsModel(p: PreparedGraph, batch: number, crown = false): Uint8Array {
   const f = boundsForward(p, batch, false, false, crown);
-  return modelBytes(f.fb, [f.logits]);
+  return modelBytes(f.fb, [f.logits], true);
 }
 
 /**
@@ -200,9 +200,12 @@ export function alphaCrownModel(p: PreparedGraph, batch: number, intermediate: n
   return { model: modelBytes(b, [BOUNDS_OUT, ...gradOutputs, ...alphaInputs.map((a) => a.adaptive!)]), alphaInputs, gradOutputs };
 }
 
-/** A model from a builder, its outputs listed by name only (onnxruntime infers their types). */
-function modelBytes(b: GraphBuilder, outputs: string[]): Uint8Array {
-  const m = withNchwcConvs(b, nchwcBlockSize());
+/**
+ * A model from a builder, its outputs listed by name only (onnxruntime infers their types). `portable`: only
+ * standard ONNX operators (no onnxruntime NCHWc kernels), for models other engines convert.
+ */
+function modelBytes(b: GraphBuilder, outputs: string[], portable = false): Uint8Array {
+  const m = portable ? b : withNchwcConvs(b, nchwcBlockSize());
   m.setOutputs(outputs);
   return m.toModel({ untypedOutputs: true });
 }
