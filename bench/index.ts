@@ -39,10 +39,10 @@ function median(a: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-/** Median seconds per call of f, after warm-up, over at least `seconds` and 5 calls. */
+/** untimed training steps: the compiled engine times baked against fed weights on a configuration's first 6 */
 const TRAIN_WARMUP = 8;
 
-/** Median seconds per call after `warmup` untimed calls. */
+/** Median seconds per call of f after `warmup` untimed calls, over at least `seconds` and 5 calls. */
 function timeIt(f: () => void, seconds: number, warmup = 3): number {
   for (let i = 0; i < warmup; i++) f();
   const times: number[] = [];
@@ -114,7 +114,6 @@ function benchOurs(model: string, batch: number, seconds: number, backend: Backe
   const opt = new Optimizer({ name: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 1e-4 });
   let step = 0;
   const natural = makeObjective({ ...DEFAULT_OBJECTIVE, kind: 'natural' });
-  // the compiled engine times baked against fed weights on a configuration's first 6 steps: warm up past them
   out.natural_step = batch / timeIt(() => trainStep(net, natural, opt, xd, yd, shape, step++), seconds, TRAIN_WARMUP);
   const trades = makeObjective({ ...DEFAULT_OBJECTIVE, kind: 'trades', eps: 0.1, alpha: 0.01, steps: 10, beta: 6 });
   out.trades10_step = batch / timeIt(() => trainStep(net, trades, opt, xd, yd, shape, step++), seconds, TRAIN_WARMUP);

@@ -123,9 +123,9 @@ export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
 
 let blockSize: number | undefined;
 /**
- * The channel block of onnxruntime's NCHWc kernels on this CPU (16 with AVX-512, 8 with AVX2), read off
- * the channel count ReorderInput pads four channels to (it wants a multiple of 4); 0 when they are not available (other CPUs, other
- * builds) or HYDRA_NCHWC=0.
+ * The channel block of onnxruntime's NCHWc kernels on this CPU (16 with AVX-512, 8 with AVX2), read off the
+ * channel count ReorderInput pads four channels to (it wants a multiple of 4); 0 when they are not available
+ * (other CPUs, other builds) or HYDRA_NCHWC=0.
  */
 export function nchwcBlockSize(): number {
   if (blockSize !== undefined) return blockSize;
@@ -133,8 +133,7 @@ export function nchwcBlockSize(): number {
   if (process.env.HYDRA_NCHWC === '0' || !syncOrtAvailable()) return blockSize;
   const b = new GraphBuilder(18, 'probe');
   b.input('x', 'float32', [1, 4, 1, 1]);
-  b.add('ReorderInput', ['x'], { channels_last: 0 }, ['y']);
-  b.nodes.at(-1)!.domain = NCHWC_DOMAIN;
+  b.add('ReorderInput', ['x'], { channels_last: 0 }, ['y'], NCHWC_DOMAIN);
   b.output('y');
   try {
     const s = new SyncSession(b.toModel({ untypedOutputs: true }), { threads: 1, optimization: 'disabled' });

@@ -43,15 +43,16 @@ export class GraphBuilder {
   }
 
   /** Add a node; returns its output names (fresh unless given). */
-  add(op: string, inputs: string[], attrs: Record<string, AttrIn | undefined> = {}, outputs: number | string[] = 1): string[] {
+  add(op: string, inputs: string[], attrs: Record<string, AttrIn | undefined> = {}, outputs: number | string[] = 1, domain = ''): string[] {
     const outs = typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(op)) : outputs;
     for (const o of outs) this.used.add(o);
     const attribute = Object.entries(attrs).filter(([, v]) => v !== undefined).map(([k, v]) => encodeAttr(k, v!));
-    this.nodes.push({ opType: op, input: inputs, output: outs, attribute, name: this.fresh(`${op}_node`) });
+    this.nodes.push({ opType: op, input: inputs, output: outs, attribute, name: this.fresh(`${op}_node`), ...(domain ? { domain } : {}) });
     return outs;
   }
-  op(op: string, inputs: string[], attrs: Record<string, AttrIn | undefined> = {}): string {
-    return this.add(op, inputs, attrs, 1)[0]!;
+  /** One node with one fresh output; `domain` for operators outside the default ONNX set. */
+  op(op: string, inputs: string[], attrs: Record<string, AttrIn | undefined> = {}, domain = ''): string {
+    return this.add(op, inputs, attrs, 1, domain)[0]!;
   }
   /** Copy a node verbatim (same op, attributes and names). */
   copy(n: NodeProto): void {

@@ -7,6 +7,6 @@ export { batchNormTraining } from './nn.js';
 
 export {
   COMPILED_OPSET, capabilities, defineOp, gradRuleOf, opSpec, opTypes, unsupportedReason,
-  type BoundRules, type Capabilities, type GradRegion, type CrownRule, type ForwardRule, type GradCtx, type GradRule, type IbpCtx, type IbpRule,
+  type BoundRules, type Capabilities, type CrownRule, type ForwardRule, type GradCtx, type GradRegion, type GradRule, type IbpCtx, type IbpRule,
   type Interval, type NoGradient, type OpSpec, type ParamRole, type ParamSlots, type QuantRule,
 } from './spec.js';

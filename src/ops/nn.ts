@@ -168,9 +168,13 @@ function col2ImInputGrad(b: GraphBuilder, dy: string, w: string, xs: number[], w
   // narrow (16.9 ms for ResNet-18's layer3 entry at batch 128, OH·OW = 4), so the batch joins the columns,
   // one GEMM, and the columns are transposed back per image. Not from 16 positions on: at 49 (fashion_cnn's
   // conv2) the transposes cost more than they save (verify's PGD-20 690-770 vs 900-1160 img/s)
-  const cols = blocks >= 16
-    ? b.op('MatMul', [wT, b.reshape(dy, [n, cout, blocks])])
-    : b.op('Transpose', [b.reshape(b.op('MatMul', [wT, b.reshape(b.op('Transpose', [b.reshape(dy, [n, cout, blocks])], { perm: [1, 0, 2] }), [cout, n * blocks])]), [cin * kh * kw, n, blocks])], { perm: [1, 0, 2] });
+  const dy3 = b.reshape(dy, [n, cout, blocks]);
+  let cols: string;
+  if (blocks >= 16) cols = b.op('MatMul', [wT, dy3]);
+  else {
+    const dyWide = b.reshape(b.op('Transpose', [dy3], { perm: [1, 0, 2] }), [cout, n * blocks]);
+    cols = b.op('Transpose', [b.reshape(b.op('MatMul', [wT, dyWide]), [cin * kh * kw, n, blocks])], { perm: [1, 0, 2] });
+  }
   // Col2Im wants the padded image to hold exactly OH x OW windows: rows past the last window are cut from
   // the end pad, or (when the forward conv skipped input rows) padded back on as zeros afterwards
   const reach = [0, 1].map((i) => (ys[2 + i]! - 1) * strides[i]! + ([kh, kw][i]! - 1) * dil[i]! + 1 - pads[i]!);
@@ -564,11 +568,6 @@ defineOp({
 });
 
 /**
- * Gradient of y = x̂·scale + bias with x̂ = (x − mean)/sqrt(var + ε) over `axes` (LayerNormalization:
- * the trailing axes; InstanceNormalization: the spatial axes per example and channel). `scaleShape` is
- * how scale and bias broadcast against x; their gradients sum over the other axes.
- */
-/**
  * BatchNormalization in training mode lowered for the compiled engine: batch statistics over every axis but
  * the channels, y = (x − mean)·k + bias with k = scale/√(var + ε) per channel. Returns the output, the batch
  * mean and (biased) variance for the running statistics, and the region whose gradient is the closed form
@@ -611,6 +610,11 @@ export function batchNormTraining(b: GraphBuilder, x: string, scale: string, bia
   return { mean, var: v, region };
 }
 
+/**
+ * Gradient of y = x̂·scale + bias with x̂ = (x − mean)/sqrt(var + ε) over `axes` (LayerNormalization:
+ * the trailing axes; InstanceNormalization: the spatial axes per example and channel). `scaleShape` is
+ * how scale and bias broadcast against x; their gradients sum over the other axes.
+ */
 function normGrad(g: GradCtx, axes: number[], eps: number, scaleShape: number[]): (string | undefined)[] {
   const xs = g.inShape(0);
   const x = g.x(0);

@@ -73,17 +73,16 @@ function rewrite(b: GraphBuilder, n: NodeProto, block: number, constant: Set<str
     // filter [O/B, I/B, H, W, Bi, Bo], both channel counts padded with zeros to whole blocks (ReorderInput
     // takes channel counts that are multiples of 4)
     wBlocked = reorderFilter(b, w, [cout, cin, kh, kw], coutP, roundUp(cin, block), true, block);
-    xIn = nchwcNode(b, 'ReorderInput', [x], { channels_last: 0 });
+    xIn = b.op('ReorderInput', [x], { channels_last: 0 }, NCHWC_DOMAIN);
   } else if (group === cin && cinG === 1 && cout === cin && cin % block === 0) {
     // depthwise: filter [C/B, 1, H, W, B]
     wBlocked = reorderFilter(b, w, [cout, 1, kh, kw], cout, 1, false, block);
-    xIn = nchwcNode(b, 'ReorderInput', [x], { channels_last: 0 });
+    xIn = b.op('ReorderInput', [x], { channels_last: 0 }, NCHWC_DOMAIN);
   } else return false;
   const biasIn = !bias ? [] : [coutP === cout ? bias : b.op('Pad', [bias, b.constI64([0, coutP - cout])])];
   const yBlocked = b.fresh('nchwc');
   b.nodes.push({ ...n, domain: NCHWC_DOMAIN, input: [xIn, wBlocked, ...biasIn], output: [yBlocked], name: `${n.name ?? ''}/nchwc` });
-  b.add('ReorderOutput', [yBlocked], { channels: cout, channels_last: 0 }, [n.output![0]!]);
-  b.nodes.at(-1)!.domain = NCHWC_DOMAIN;
+  b.add('ReorderOutput', [yBlocked], { channels: cout, channels_last: 0 }, [n.output![0]!], NCHWC_DOMAIN);
   return true;
 }
 
@@ -101,12 +100,6 @@ function outputPixels(n: NodeProto, xs: number[], ws: number[]): number {
   }).reduce((p, d) => p * d, 1);
 }
 
-function nchwcNode(b: GraphBuilder, op: string, inputs: string[], attrs: Record<string, number>): string {
-  const out = b.op(op, inputs, attrs);
-  b.nodes.at(-1)!.domain = NCHWC_DOMAIN;
-  return out;
-}
-
 /**
  * A filter [O, I, H, W] in the blocked layout, channels zero-padded to `outP` and `inP`: [O/B, I, H, W, Bo],
  * or with `blockIn` [O/B, I/B, H, W, Bi, Bo]. The output block goes innermost by ReorderInput on the filter
@@ -116,7 +109,7 @@ function nchwcNode(b: GraphBuilder, op: string, inputs: string[], attrs: Record<
 function reorderFilter(b: GraphBuilder, w: string, ws: [number, number, number, number], outP: number, inP: number, blockIn: boolean, block: number): string {
   const [o, i, kh, kw] = ws;
   const padded = outP === o && inP === i ? w : b.op('Pad', [w, b.constI64([0, 0, 0, 0, outP - o, inP - i, 0, 0])]);
-  const moved = nchwcNode(b, 'ReorderInput', [b.reshape(padded, [outP / block, block, inP, kh * kw])], { channels_last: 0 }); // [O/B, I, HW, Bo]
+  const moved = b.op('ReorderInput', [b.reshape(padded, [outP / block, block, inP, kh * kw])], { channels_last: 0 }, NCHWC_DOMAIN); // [O/B, I, HW, Bo]
   if (!blockIn) return b.reshape(moved, [outP, inP, kh, kw]);
   const t = b.op('Transpose', [b.reshape(moved, [(outP / block) * (inP / block), block, kh * kw, block])], { perm: [0, 2, 1, 3] });
   return b.reshape(t, [outP, inP, kh, kw]);

@@ -95,50 +95,43 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
       // operand shapes declared for the pass that moves convolutions to blocked layouts (engine/compile/nchwc.ts)
       b.setShape(ins[0]!, xs);
       b.setShape(ins[1]!, ws);
-      if (a.int('group', 1) === 1 && xs.slice(2).every((d) => d === 1) && (crop ? crop.pads : geo.pads).every((p) => p === 0) &&
-        (crop ? crop.last.every((k, i) => k === crop.first[i]) : ws.slice(2).every((k) => k === 1))) {
+      // the kernel cropped to its live taps, as a product with a 0/1 selection matrix, W [Cout·Cin, taps] ×
+      // S [taps, kept taps]: its gradient is one GEMM too (a Slice's is a Pad, ~5 ns per element on kernels
+      // of 1-2 taps per axis)
+      const kernel = ws.slice(2);
+      const kept = crop ? crop.last.map((k, i) => k - crop.first[i]! + 1) : kernel;
+      const croppedWeight = (c: NonNullable<typeof crop>): string => {
+        const taps = kernel.reduce((p, k) => p * k, 1);
+        const keptTaps = kept.reduce((p, k) => p * k, 1);
+        const select = new Float32Array(taps * keptTaps);
+        for (let j = 0; j < keptTaps; j++) {
+          // kept tap j (row-major over the kept box) is tap `src` of the full kernel
+          let src = 0;
+          for (let i = 0, rest = j; i < kernel.length; i++) {
+            const inner = kept.slice(i + 1).reduce((p, k) => p * k, 1);
+            src = src * kernel[i]! + Math.floor(rest / inner) + c.first[i]!;
+            rest %= inner;
+          }
+          select[src * keptTaps + j] = 1;
+        }
+        const flat = b.reshape(ins[1]!, [ws[0]! * ws[1]!, taps]);
+        const selectName = b.constF(select, [taps, keptTaps]);
+        // a constant of the graph, as the model's own are: the backward graph embeds it instead of fetching it
+        consts.set(selectName, hostTensor('float32', [taps, keptTaps], select));
+        const w = b.reshape(b.op('MatMul', [flat, selectName]), [ws[0]!, ws[1]!, ...kept]);
+        b.setShape(w, [ws[0]!, ws[1]!, ...kept]);
+        return w;
+      };
+      if (a.int('group', 1) === 1 && xs.slice(2).every((d) => d === 1) && (crop ? crop.pads : geo.pads).every((p) => p === 0) && kept.every((k) => k === 1)) {
         // one live tap on 1x1 maps (ResNet-18's layer4 at 32x32 input): a Gemm over the batch; onnxruntime's
         // Conv runs one GEMM per image there (1.7-2.3 ms vs 0.4-0.5 for 128x512x512)
-        const kernelTap = crop ? crop.first.reduce((p, f, i) => p * ws[2 + i]! + f, 0) : 0;
-        const taps = ws.slice(2).reduce((p, k) => p * k, 1);
-        let w2: string;
-        if (taps === 1) w2 = b.reshape(ins[1]!, [ws[0]!, ws[1]!]);
-        else {
-          // the live tap picked by a product with a one-hot column (see the crop below for why not a Slice)
-          const pick = new Float32Array(taps);
-          pick[kernelTap] = 1;
-          const pickName = b.constF(pick, [taps, 1]);
-          consts.set(pickName, hostTensor('float32', [taps, 1], pick));
-          w2 = b.reshape(b.op('MatMul', [b.reshape(ins[1]!, [ws[0]! * ws[1]!, taps]), pickName]), [ws[0]!, ws[1]!]);
-        }
+        const w2 = b.reshape(crop ? croppedWeight(crop) : ins[1]!, [ws[0]!, ws[1]!]);
         const y = b.op('Gemm', [b.reshape(ins[0]!, [xs[0]!, xs[1]!]), w2, ...(ins[2] ? [ins[2]] : [])], { transB: 1 });
         b.add('Reshape', [y, b.constI64([xs[0]!, ws[0]!, ...xs.slice(2)])], {}, [n.outputs[0]!]);
         return;
       }
       if (!crop) return b.copy(proto);
-      // the crop as a product with a 0/1 selection matrix, W [Cout·Cin, taps] × S [taps, kept taps]: its
-      // gradient is one GEMM too (a Slice's is a Pad, ~5 ns per element on kernels of 1-2 taps per axis)
-      const kernel = ws.slice(2);
-      const kept = crop.last.map((k, i) => k - crop.first[i]! + 1);
-      const taps = kernel.reduce((p, k) => p * k, 1);
-      const keptTaps = kept.reduce((p, k) => p * k, 1);
-      const select = new Float32Array(taps * keptTaps);
-      for (let j = 0; j < keptTaps; j++) {
-        // kept tap j (row-major over the kept box) is tap `src` of the full kernel
-        let src = 0;
-        for (let i = 0, rest = j; i < kernel.length; i++) {
-          const inner = kept.slice(i + 1).reduce((p, k) => p * k, 1);
-          src = src * kernel[i]! + Math.floor(rest / inner) + crop.first[i]!;
-          rest %= inner;
-        }
-        select[src * keptTaps + j] = 1;
-      }
-      const flat = b.reshape(ins[1]!, [ws[0]! * ws[1]!, taps]);
-      const selectName = b.constF(select, [taps, keptTaps]);
-      // a constant of the graph, as the model's own are: the backward graph embeds it instead of fetching it
-      consts.set(selectName, hostTensor('float32', [taps, keptTaps], select));
-      const w = b.reshape(b.op('MatMul', [flat, selectName]), [ws[0]!, ws[1]!, ...kept]);
-      b.setShape(w, [ws[0]!, ws[1]!, ...kept]);
+      const w = croppedWeight(crop);
       return copyWith([ins[0]!, w, ...ins.slice(2)], ['pads', 'auto_pad', 'kernel_shape'], [
         { name: 'pads', type: 7, ints: crop.pads },
         { name: 'kernel_shape', type: 7, ints: kept },
