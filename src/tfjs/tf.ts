@@ -1,8 +1,11 @@
 // The TensorFlow.js namespace used everywhere in onnx-hydra. The umbrella package's Node bundle registers
 // every op's gradient (tfjs-core alone does not, and its per-gradient ESM files cannot be imported by Node).
 import * as tf from '@tensorflow/tfjs';
+import { installFastCpuKernels } from './cpu-fast.js';
 
 export { tf };
+
+installFastCpuKernels();
 
 // Comparisons and logical ops have zero gradient (TensorFlow declares them non-differentiable); tfjs
 // registers nothing for them, so tf.where(x > 0, …) could not be differentiated with respect to x.
