@@ -23,6 +23,7 @@ function constantValues(b: GraphBuilder): Set<string> {
   const constant = new Set<string>(b.initializers.map((t) => t.name ?? ''));
   const isConst = (v: string): boolean => !v || constant.has(v) || (!produced.has(v) && !inputs.has(v));
   for (const n of b.nodes) {
+    for (const v of n.input ?? []) if (v && isConst(v)) constant.add(v);
     if ((n.input ?? []).every(isConst)) for (const o of n.output ?? []) constant.add(o);
   }
   return constant;
