@@ -2,7 +2,7 @@
 // ε is in [0,1] pixel space; every step is projected onto the ε-ball and clipped to [0,1].
 import type { AttackLoss, Frozen } from '../engine/net.js';
 import { project } from '../engine/step.js';
-import type { Rng } from '../util/rng.js';
+import { addGaussian, type Rng } from '../util/rng.js';
 
 export interface PgdConfig {
   eps: number;
@@ -77,6 +77,6 @@ export function tradesAttack(f: Frozen, x: Float32Array, n: number, classes: num
   // onnxruntime optimizing ResNet-18) to save one call's backward pass
   const pNat = softmaxRows(f.pgdStep(x, x, n, new Float32Array(n * classes), 0, 0, c.norm).logits, classes);
   const start = new Float32Array(x.length);
-  for (let i = 0; i < x.length; i++) start[i] = x[i]! + 0.001 * rng.normal();
+  addGaussian(rng, x, 0.001, start);
   return ascendLoop(f, x, start, n, c, { kind: 'kl', target: pNat }, classes);
 }
