@@ -10,7 +10,7 @@ import { loadModel } from '../src/onnx/model.js';
 import { TfGraph } from '../src/graph/graph.js';
 import { Net, type Frozen } from '../src/engine/net.js';
 import { loadData, slice } from '../src/data/index.js';
-import { pgdAttack, tradesAttack, softmaxRows, type PgdConfig } from '../src/train/attacks.js';
+import { oneHot, pgdAttack, tradesAttack, softmaxRows, type PgdConfig } from '../src/train/attacks.js';
 import { DEFAULT_OBJECTIVE, makeObjective, rampAt } from '../src/train/objectives.js';
 import { Optimizer, learningRate } from '../src/train/optim.js';
 import { trainLoop, type TrainConfig } from '../src/train/trainer.js';
@@ -93,6 +93,28 @@ test('fused and tfjs attacks agree step for step (no random start)', () => {
   for (let i = 0; i < a.length; i++) if (Math.abs(a[i]! - b[i]!) > 1e-5) diff++;
   // a sign can flip where the gradient is ~0: allow a handful of pixels
   assert.ok(diff / a.length < 1e-3, `${diff} of ${a.length} pixels differ`);
+});
+
+test('attack sessions with the weights baked in and with the weights fed compute the same', (t) => {
+  const bakeEnv = process.env.HYDRA_BAKE;
+  t.after(() => (bakeEnv === undefined ? delete process.env.HYDRA_BAKE : (process.env.HYDRA_BAKE = bakeEnv)));
+  const run = (bake: '0' | '1') => {
+    process.env.HYDRA_BAKE = bake;
+    const other = new Net(g, engine);
+    const f = other.frozen();
+    const z = f.logits(x, n);
+    const { grad } = f.lossGrad(x, n, { kind: 'ce', labels: y });
+    const step = f.pgdStep(x, x, n, oneHot(y, 10), 0.01, 0.05, 'l2').next;
+    other.dispose();
+    return { z, grad, step };
+  };
+  const baked = run('1');
+  const fed = run('0');
+  for (const k of ['z', 'grad', 'step'] as const) {
+    const scale = baked[k].reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const err = baked[k].reduce((m, v, i) => Math.max(m, Math.abs(v - fed[k][i]!)), 0);
+    assert.ok(err <= 1e-4 * scale, `${k}: baked and fed differ by ${err} (largest ${scale})`);
+  }
 });
 
 test('SGD (with and without Nesterov) and Adam follow PyTorch’s update rules, in the SIMD lanes and the tail', () => {

@@ -382,6 +382,8 @@ function activeTape(): unknown {
 interface AttackTemplate {
   bytes: Uint8Array;
   baked: Map<string, number[]>;
+  /** parameters fed as inputs (a template made without baking) with their shapes */
+  paramInputs: [string, number[]][];
   xName: string;
   xShape: number[];
   /** gradient (grad, logit-grad, dlr*) or next iterate (step-*) output */
@@ -476,30 +478,45 @@ function ceGradientMatches(logits: Float32Array, target: Float32Array, scale: nu
  * per batch size and attack kind (cross-entropy is the KL case with a one-hot target).
  */
 export class FrozenNet {
-  private readonly sessions = new Map<string, { s: SyncSession; t: AttackTemplate }>();
+  private readonly sessions = new Map<string, AttackSession>();
+  private readonly calls = new Map<string, number>();
   constructor(private readonly net: CompiledNet, private readonly values: Map<string, Float32Array>) {}
 
-  private session(batch: number, kind: AttackKind) {
+  private session(batch: number, kind: AttackKind): AttackSession {
     const key = `${batch}|${kind}`;
     let s = this.sessions.get(key);
     if (!s) {
-      const t = this.net.attackTemplate(batch, kind);
-      s = { s: new SyncSession(withWeights(t.bytes, t.baked, this.values), { threads: this.net.threads }), t };
+      s = this.net.attackSession(batch, kind, this.values);
       this.sessions.set(key, s);
     }
     return s;
   }
 
+  /** Run an attack session: the weights added to the feeds when it takes them as inputs; timed for the bake choice. */
+  private run(batch: number, kind: AttackKind, feeds: Record<string, Feed>, outputs: (t: AttackTemplate) => string[]): OrtOut[] {
+    const a = this.session(batch, kind);
+    for (const [n, shape] of a.t.paramInputs) {
+      const v = this.values.get(n);
+      if (!v) throw new Error(`no value for parameter '${n}'`);
+      feeds[n] = { data: v, shape };
+    }
+    const started = performance.now();
+    const out = a.s.run(feeds, outputs(a.t));
+    this.net.recordAttackCall(a, performance.now() - started);
+    this.calls.set(a.key, (this.calls.get(a.key) ?? 0) + 1);
+    return out;
+  }
+
   /** Logits (a forward-only session: for many calls with the same weights, e.g. evaluation). */
   logits(x: Float32Array, batch: number): Float32Array {
-    const { s, t } = this.session(batch, 'logits');
-    return s.run({ [t.xName]: { data: x, shape: t.xShape } }, [t.logits])[0]!.data as Float32Array;
+    const { t } = this.session(batch, 'logits');
+    return this.run(batch, 'logits', { [t.xName]: { data: x, shape: t.xShape } }, (tt) => [tt.logits])[0]!.data as Float32Array;
   }
 
   /** Gradient of the summed loss with respect to x, and the logits at x (and the DLR loss per example). */
   lossGrad(x: Float32Array, batch: number, loss: AttackLoss | LogitGradLoss | DlrLoss): LossGrad {
     const kind: AttackKind = loss.kind === 'dlr' ? (loss.targets ? 'dlr-targeted' : 'dlr') : loss.kind === 'logit-grad' ? 'logit-grad' : 'grad';
-    const { s, t } = this.session(batch, kind);
+    const { t } = this.session(batch, kind);
     const k = t.classes;
     const feeds: Record<string, Feed> = { [t.xName]: { data: x, shape: t.xShape } };
     if (loss.kind === 'dlr') {
@@ -512,7 +529,7 @@ export class FrozenNet {
       for (let i = 0; i < batch; i++) target[i * k + loss.labels[i]!] = 1;
       feeds.target = { data: target, shape: [batch, k] };
     }
-    const out = s.run(feeds, t.loss ? [t.grad, t.logits, t.loss] : [t.grad, t.logits]);
+    const out = this.run(batch, kind, feeds, (tt) => (tt.loss ? [tt.grad, tt.logits, tt.loss] : [tt.grad, tt.logits]));
     return { grad: out[0]!.data as Float32Array, logits: out[1]!.data as Float32Array, ...(t.loss ? { loss: out[2]!.data as Float32Array } : {}) };
   }
 
@@ -522,21 +539,47 @@ export class FrozenNet {
    * and the logits at xAdv.
    */
   pgdStep(xAdv: Float32Array, x: Float32Array, batch: number, target: Float32Array, alpha: number, eps: number, norm: 'linf' | 'l2'): { next: Float32Array; logits: Float32Array } {
-    const { s, t } = this.session(batch, norm === 'linf' ? 'step-linf' : 'step-l2');
-    const [nx, z] = s.run({
+    const kind = norm === 'linf' ? 'step-linf' : 'step-l2';
+    const { t } = this.session(batch, kind);
+    const [nx, z] = this.run(batch, kind, {
       [t.xName]: { data: xAdv, shape: t.xShape },
       x_clean: { data: x, shape: t.xShape },
       target: { data: target, shape: [batch, t.classes] },
       alpha: { data: Float32Array.of(alpha), shape: [] },
       eps: { data: Float32Array.of(eps), shape: [] },
-    }, [t.grad, t.logits]);
+    }, (tt) => [tt.grad, tt.logits]);
     return { next: nx!.data as Float32Array, logits: z!.data as Float32Array };
   }
 
   dispose(): void {
-    for (const s of this.sessions.values()) s.s.dispose();
+    for (const s of this.sessions.values()) this.net.releaseAttackSession(s, this.calls.get(s.key) ?? 0);
     this.sessions.clear();
+    this.calls.clear();
   }
+}
+
+/** An attack session as a FrozenNet holds it: its own (weights baked in) or the network's shared one (weights fed). */
+interface AttackSession {
+  key: string;
+  s: SyncSession;
+  t: AttackTemplate;
+  baked: boolean;
+}
+
+/**
+ * Per batch size and attack kind, what each weight handling costs: a baked session's making, the calls on
+ * baked and on fed sessions, and how many calls one set of weights gets (a TRADES step: 11; an evaluation:
+ * all of them).
+ */
+interface AttackBakeStats {
+  make: number[];
+  bakedCall: number[];
+  fedCall: number[];
+  callsPerWeights: number[];
+  /** weight sets tried each way so far */
+  bakedNets: number;
+  fedNets: number;
+  choice?: boolean;
 }
 
 /** A prepared graph compiled for onnxruntime (configurations compiled lazily, templates cached). */
@@ -544,6 +587,8 @@ export class CompiledNet {
   private readonly templates = new Map<string, TrainTemplate>();
   private readonly sessions = new Map<string, TrainSessions>();
   private readonly attackTemplates = new Map<string, AttackTemplate>();
+  private readonly fedAttackSessions = new Map<string, AttackSession>();
+  private readonly attackStats = new Map<string, AttackBakeStats>();
   private frozenNet?: { ids: unknown[]; net: FrozenNet };
   private step = 0;
   /** per configuration: measured ms per pass with baked weights (incl. session making) and with weight inputs */
@@ -552,17 +597,18 @@ export class CompiledNet {
   constructor(readonly p: PreparedGraph, readonly threads?: number) {}
 
   /** Forward-only or fused input-gradient model of a kind for a batch size (weights appended per FrozenNet). */
-  attackTemplate(batch: number, kind: AttackKind): AttackTemplate {
-    const key = `${batch}|${kind}`;
+  attackTemplate(batch: number, kind: AttackKind, bake = true): AttackTemplate {
+    const key = `${batch}|${kind}|${bake}`;
     const hit = this.attackTemplates.get(key);
     if (hit) return hit;
     let t: AttackTemplate;
+    const paramInputsOf = (f: Forward): [string, number[]][] => f.paramInputs.map((n) => [n, this.p.params.get(n)!.shape]);
     if (kind === 'logits') {
-      const f = emitForward(this.p, batch, false, false, true);
+      const f = emitForward(this.p, batch, false, false, bake);
       const classes = shapeLookup(this.p, batch)(f.logits).at(-1)!;
-      t = { bytes: modelBytes(f.fb, [f.logits]), baked: f.baked, xName: f.xName, xShape: f.xShape, grad: '', logits: f.logits, classes };
+      t = { bytes: modelBytes(f.fb, [f.logits]), baked: f.baked, paramInputs: paramInputsOf(f), xName: f.xName, xShape: f.xShape, grad: '', logits: f.logits, classes };
     } else {
-      const f = emitForward(this.p, batch, false, true, true);
+      const f = emitForward(this.p, batch, false, true, bake);
       const shapes = probeShapes(f, this.threads);
       const b = f.fb.clone('attack');
       const classes = shapes.get(f.logits)!.at(-1)!;
@@ -601,10 +647,67 @@ export class CompiledNet {
           out = b.op('Clip', [b.op('Add', [xc, b.op('Mul', [delta, scale])]), zero, one]);
         }
       }
-      t = { bytes: modelBytes(b, [out, f.logits, ...(loss ? [loss] : [])]), baked: f.baked, xName: f.xName, xShape: f.xShape, grad: out, logits: f.logits, loss, classes };
+      t = { bytes: modelBytes(b, [out, f.logits, ...(loss ? [loss] : [])]), baked: f.baked, paramInputs: paramInputsOf(f), xName: f.xName, xShape: f.xShape, grad: out, logits: f.logits, loss, classes };
     }
     this.attackTemplates.set(key, t);
     return t;
+  }
+
+  /**
+   * A session for attacks with these weights: baked into a session of its own (onnxruntime folds and
+   * pre-packs them, but the session is made anew for every set of weights), or the network's shared
+   * session with the weights fed as inputs. Unless HYDRA_BAKE forces one, the first weight sets try both
+   * (2 each) and the cheaper per weight set is kept, from the measured making and call times and the
+   * number of calls one set of weights gets: a TRADES step makes 11 calls on each, an evaluation thousands
+   * on one (whose first set is baked and so stays).
+   */
+  attackSession(batch: number, kind: AttackKind, values: Map<string, Float32Array>): AttackSession {
+    const key = `${batch}|${kind}`;
+    let st = this.attackStats.get(key);
+    if (!st) this.attackStats.set(key, (st = { make: [], bakedCall: [], fedCall: [], callsPerWeights: [], bakedNets: 0, fedNets: 0 }));
+    const forced = process.env.HYDRA_BAKE;
+    const bake = forced ? forced === '1' : st.choice ?? (st.bakedNets < 2 || st.fedNets >= 2);
+    if (bake) {
+      st.bakedNets++;
+      const t = this.attackTemplate(batch, kind, true);
+      const started = performance.now();
+      const s = new SyncSession(withWeights(t.bytes, t.baked, values), { threads: this.threads });
+      st.make.push(performance.now() - started);
+      return { key, s, t, baked: true };
+    }
+    st.fedNets++;
+    let shared = this.fedAttackSessions.get(key);
+    if (!shared) {
+      const t = this.attackTemplate(batch, kind, false);
+      shared = { key, s: new SyncSession(t.bytes, { threads: this.threads }), t, baked: false };
+      this.fedAttackSessions.set(key, shared);
+    }
+    return shared;
+  }
+
+  recordAttackCall(a: AttackSession, ms: number): void {
+    const st = this.attackStats.get(a.key);
+    if (!st || st.choice !== undefined) return;
+    (a.baked ? st.bakedCall : st.fedCall).push(ms);
+  }
+
+  /** A FrozenNet is done with a session (after `calls` calls): a baked one is disposed, and the choice made once both ways were tried. */
+  releaseAttackSession(a: AttackSession, calls: number): void {
+    if (a.baked) a.s.dispose();
+    const st = this.attackStats.get(a.key);
+    if (!st || st.choice !== undefined) return;
+    st.callsPerWeights.push(calls);
+    if (st.bakedNets >= 2 && st.fedNets >= 2 && st.fedCall.length && st.bakedCall.length) {
+      // per call: the median (a session's first call also warms it up)
+      const median = (v: number[]): number => [...v].sort((p, q) => p - q)[v.length >> 1]!;
+      const perWeights = st.callsPerWeights.reduce((p, v) => p + v, 0) / st.callsPerWeights.length;
+      st.choice = median(st.make) + perWeights * median(st.bakedCall) <= perWeights * median(st.fedCall);
+    }
+  }
+
+  /** Which weight handling the attack sessions settled on, per batch size and kind (for reports). */
+  attackBakeChoices(): Record<string, boolean | undefined> {
+    return Object.fromEntries([...this.attackStats].map(([k, v]) => [k, v.choice]));
   }
 
   private template(batch: number, o: CompiledRunOptions, bake: boolean): TrainTemplate {
@@ -861,5 +964,7 @@ export class CompiledNet {
     this.retired = [];
     this.frozenNet?.net.dispose();
     this.frozenNet = undefined;
+    for (const a of this.fedAttackSessions.values()) a.s.dispose();
+    this.fedAttackSessions.clear();
   }
 }
