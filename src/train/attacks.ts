@@ -72,10 +72,9 @@ export function pgdAttack(f: Frozen, x: Float32Array, y: Int32Array, n: number, 
  * KL(f(x) ‖ f(x_adv)) with signed steps (L∞) or normalised steps (L2).
  */
 export function tradesAttack(f: Frozen, x: Float32Array, n: number, classes: number, c: PgdConfig, rng: Rng): Float32Array {
-  // p_nat read off the step model at x (a step of size 0; the logits at its input): the weights are new at
-  // every training step, and a forward-only model besides would cost a second session per step (~0.3 s of
-  // onnxruntime optimizing ResNet-18) to save one call's backward pass
-  const pNat = softmaxRows(f.pgdStep(x, x, n, new Float32Array(n * classes), 0, 0, c.norm).logits, classes);
+  // p_nat from a forward-only model: on the compiled engine its weights are fed to one shared session
+  // when that is cheaper than a session per weight set (the choice of FrozenNet's attack sessions)
+  const pNat = softmaxRows(f.logits(x, n), classes);
   const start = new Float32Array(x.length);
   addGaussian(rng, x, 0.001, start);
   return ascendLoop(f, x, start, n, c, { kind: 'kl', target: pNat }, classes);
