@@ -15,6 +15,7 @@ import { GraphBuilder } from '../../onnx/builder.js';
 import { COMPILED_OPSET, batchNormTraining, opSpec, type GradCtx, type GradRegion, type GradRule } from '../../ops/index.js';
 import { emitNormalized, shapeLookup } from './normalize.js';
 import { withNchwcConvs } from './nchwc.js';
+import { splitWeightPrep } from './hoist.js';
 import { NotCompilableError } from './errors.js';
 import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds, type CrownOptions } from './bounds.js';
 import { SyncSession, nchwcBlockSize, type OrtOut } from '../ort-sync.js';
@@ -384,6 +385,8 @@ interface AttackTemplate {
   baked: Map<string, number[]>;
   /** parameters fed as inputs (a template made without baking) with their shapes */
   paramInputs: [string, number[]][];
+  /** a template made without baking: the nodes that read only weights, run once per weight set (see hoist.ts) */
+  prep?: { bytes: Uint8Array; inputs: [string, number[]][]; outputs: string[] };
   xName: string;
   xShape: number[];
   /** gradient (grad, logit-grad, dlr*) or next iterate (step-*) output */
@@ -480,6 +483,8 @@ function ceGradientMatches(logits: Float32Array, target: Float32Array, scale: nu
 export class FrozenNet {
   private readonly sessions = new Map<string, AttackSession>();
   private readonly calls = new Map<string, number>();
+  /** per session key: the outputs of its weight-only part for these weights (fed sessions) */
+  private readonly prepared = new Map<string, Map<string, OrtOut>>();
   constructor(private readonly net: CompiledNet, private readonly values: Map<string, Float32Array>) {}
 
   private session(batch: number, kind: AttackKind): AttackSession {
@@ -495,10 +500,25 @@ export class FrozenNet {
   /** Run an attack session: the weights added to the feeds when it takes them as inputs; timed for the bake choice. */
   private run(batch: number, kind: AttackKind, feeds: Record<string, Feed>, outputs: (t: AttackTemplate) => string[]): OrtOut[] {
     const a = this.session(batch, kind);
-    for (const [n, shape] of a.t.paramInputs) {
-      const v = this.values.get(n);
-      if (!v) throw new Error(`no value for parameter '${n}'`);
-      feeds[n] = { data: v, shape };
+    const weights = (list: [string, number[]][], into: Record<string, Feed>): Record<string, Feed> => {
+      for (const [n, shape] of list) {
+        const v = this.values.get(n);
+        if (!v) throw new Error(`no value for parameter '${n}'`);
+        into[n] = { data: v, shape };
+      }
+      return into;
+    };
+    weights(a.t.paramInputs, feeds);
+    if (a.prep && a.t.prep) {
+      let prepared = this.prepared.get(a.key);
+      if (!prepared) {
+        const started = performance.now();
+        const out = a.prep.run(weights(a.t.prep.inputs, {}), a.t.prep.outputs);
+        prepared = new Map(a.t.prep.outputs.map((n, i) => [n, out[i]!]));
+        this.prepared.set(a.key, prepared);
+        this.net.recordAttackPrep(a, performance.now() - started);
+      }
+      for (const [n, v] of prepared) feeds[n] = v;
     }
     const started = performance.now();
     const out = a.s.run(feeds, outputs(a.t));
@@ -555,6 +575,7 @@ export class FrozenNet {
     for (const s of this.sessions.values()) this.net.releaseAttackSession(s, this.calls.get(s.key) ?? 0);
     this.sessions.clear();
     this.calls.clear();
+    this.prepared.clear();
   }
 }
 
@@ -564,6 +585,8 @@ interface AttackSession {
   s: SyncSession;
   t: AttackTemplate;
   baked: boolean;
+  /** the weight-only part of a fed template */
+  prep?: SyncSession;
 }
 
 /**
@@ -575,6 +598,8 @@ interface AttackBakeStats {
   make: number[];
   bakedCall: number[];
   fedCall: number[];
+  /** a fed session's weight-only part, once per weight set */
+  prep: number[];
   callsPerWeights: number[];
   /** weight sets tried each way so far */
   bakedNets: number;
@@ -602,11 +627,10 @@ export class CompiledNet {
     const hit = this.attackTemplates.get(key);
     if (hit) return hit;
     let t: AttackTemplate;
-    const paramInputsOf = (f: Forward): [string, number[]][] => f.paramInputs.map((n) => [n, this.p.params.get(n)!.shape]);
     if (kind === 'logits') {
       const f = emitForward(this.p, batch, false, false, bake);
       const classes = shapeLookup(this.p, batch)(f.logits).at(-1)!;
-      t = { bytes: modelBytes(f.fb, [f.logits]), baked: f.baked, paramInputs: paramInputsOf(f), xName: f.xName, xShape: f.xShape, grad: '', logits: f.logits, classes };
+      t = { ...this.attackModel(f, f.fb, [f.logits], bake), baked: f.baked, xName: f.xName, xShape: f.xShape, grad: '', logits: f.logits, classes };
     } else {
       const f = emitForward(this.p, batch, false, true, bake);
       const shapes = probeShapes(f, this.threads);
@@ -647,10 +671,33 @@ export class CompiledNet {
           out = b.op('Clip', [b.op('Add', [xc, b.op('Mul', [delta, scale])]), zero, one]);
         }
       }
-      t = { bytes: modelBytes(b, [out, f.logits, ...(loss ? [loss] : [])]), baked: f.baked, paramInputs: paramInputsOf(f), xName: f.xName, xShape: f.xShape, grad: out, logits: f.logits, loss, classes };
+      t = { ...this.attackModel(f, b, [out, f.logits, ...(loss ? [loss] : [])], bake), baked: f.baked, xName: f.xName, xShape: f.xShape, grad: out, logits: f.logits, loss, classes };
     }
     this.attackTemplates.set(key, t);
     return t;
+  }
+
+  /** An attack model's bytes; without baking, its weight-only part split off (run once per weight set). */
+  private attackModel(f: Forward, b: GraphBuilder, outputs: string[], bake: boolean): Pick<AttackTemplate, 'bytes' | 'paramInputs' | 'prep'> {
+    const shapeOf = (n: string): number[] => this.p.params.get(n)!.shape;
+    if (bake) return { bytes: modelBytes(b, outputs), paramInputs: [] };
+    const m = withNchwcConvs(b, nchwcBlockSize());
+    m.setOutputs(outputs);
+    const split = splitWeightPrep(m, f.paramInputs, (prep, names) => {
+      // the hoisted values' shapes, read off one run on zeros
+      const s = new SyncSession(prep.toModel({ untypedOutputs: true }), { threads: this.threads, optimization: 'disabled' });
+      const feeds = Object.fromEntries(prep.inputs.map((i) => [i.name, { data: new Float32Array(numel(shapeOf(i.name))), shape: shapeOf(i.name) }]));
+      const out = s.run(feeds, names);
+      s.dispose();
+      return new Map(names.map((n, k) => [n, out[k]!.shape]));
+    });
+    if (!split) return { bytes: m.toModel({ untypedOutputs: true }), paramInputs: f.paramInputs.map((n) => [n, shapeOf(n)]) };
+    const params = new Set(f.paramInputs);
+    return {
+      bytes: split.main.toModel({ untypedOutputs: true }),
+      paramInputs: split.main.inputs.filter((i) => params.has(i.name)).map((i) => [i.name, shapeOf(i.name)]),
+      prep: { bytes: split.prep.toModel({ untypedOutputs: true }), inputs: split.prep.inputs.map((i) => [i.name, shapeOf(i.name)]), outputs: split.hoisted },
+    };
   }
 
   /**
@@ -664,7 +711,7 @@ export class CompiledNet {
   attackSession(batch: number, kind: AttackKind, values: Map<string, Float32Array>): AttackSession {
     const key = `${batch}|${kind}`;
     let st = this.attackStats.get(key);
-    if (!st) this.attackStats.set(key, (st = { make: [], bakedCall: [], fedCall: [], callsPerWeights: [], bakedNets: 0, fedNets: 0 }));
+    if (!st) this.attackStats.set(key, (st = { make: [], bakedCall: [], fedCall: [], prep: [], callsPerWeights: [], bakedNets: 0, fedNets: 0 }));
     const forced = process.env.HYDRA_BAKE;
     const bake = forced ? forced === '1' : st.choice ?? (st.bakedNets < 2 || st.fedNets >= 2);
     if (bake) {
@@ -679,10 +726,16 @@ export class CompiledNet {
     let shared = this.fedAttackSessions.get(key);
     if (!shared) {
       const t = this.attackTemplate(batch, kind, false);
-      shared = { key, s: new SyncSession(t.bytes, { threads: this.threads }), t, baked: false };
+      const prep = t.prep && new SyncSession(t.prep.bytes, { threads: this.threads });
+      shared = { key, s: new SyncSession(t.bytes, { threads: this.threads }), t, baked: false, ...(prep ? { prep } : {}) };
       this.fedAttackSessions.set(key, shared);
     }
     return shared;
+  }
+
+  recordAttackPrep(a: AttackSession, ms: number): void {
+    const st = this.attackStats.get(a.key);
+    if (st && st.choice === undefined) st.prep.push(ms);
   }
 
   recordAttackCall(a: AttackSession, ms: number): void {
@@ -701,7 +754,7 @@ export class CompiledNet {
       // per call: the median (a session's first call also warms it up)
       const median = (v: number[]): number => [...v].sort((p, q) => p - q)[v.length >> 1]!;
       const perWeights = st.callsPerWeights.reduce((p, v) => p + v, 0) / st.callsPerWeights.length;
-      st.choice = median(st.make) + perWeights * median(st.bakedCall) <= perWeights * median(st.fedCall);
+      st.choice = median(st.make) + perWeights * median(st.bakedCall) <= (st.prep.length ? median(st.prep) : 0) + perWeights * median(st.fedCall);
     }
   }
 
@@ -964,7 +1017,10 @@ export class CompiledNet {
     this.retired = [];
     this.frozenNet?.net.dispose();
     this.frozenNet = undefined;
-    for (const a of this.fedAttackSessions.values()) a.s.dispose();
+    for (const a of this.fedAttackSessions.values()) {
+      a.s.dispose();
+      a.prep?.dispose();
+    }
     this.fedAttackSessions.clear();
   }
 }
