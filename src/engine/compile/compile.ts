@@ -591,7 +591,7 @@ interface AttackSession {
 
 /**
  * Per batch size and attack kind, what each weight handling costs: a baked session's making, the calls on
- * baked and on fed sessions, and how many calls one set of weights gets (a TRADES step: 11; an evaluation:
+ * baked and on fed sessions, and how many calls one set of weights gets (a TRADES step: 10 PGD steps; an evaluation:
  * all of them).
  */
 interface AttackBakeStats {
@@ -705,7 +705,7 @@ export class CompiledNet {
    * pre-packs them, but the session is made anew for every set of weights), or the network's shared
    * session with the weights fed as inputs. Unless HYDRA_BAKE forces one, the first weight sets try both
    * (2 each) and the cheaper per weight set is kept, from the measured making and call times and the
-   * number of calls one set of weights gets: a TRADES step makes 11 calls on each, an evaluation thousands
+   * number of calls one set of weights gets: a TRADES step makes 10 PGD calls and 1 forward on each, an evaluation thousands
    * on one (whose first set is baked and so stays).
    */
   attackSession(batch: number, kind: AttackKind, values: Map<string, Float32Array>): AttackSession {
