@@ -95,11 +95,17 @@ test('fused and tfjs attacks agree step for step (no random start)', () => {
   assert.ok(diff / a.length < 1e-3, `${diff} of ${a.length} pixels differ`);
 });
 
+/** Force the engine's baked/fed weight choice (HYDRA_BAKE) for the rest of test `t`, restored after it. */
+function forceBake(t: { after(fn: () => void): void }): (bake: '0' | '1') => void {
+  const saved = process.env.HYDRA_BAKE;
+  t.after(() => (saved === undefined ? delete process.env.HYDRA_BAKE : (process.env.HYDRA_BAKE = saved)));
+  return (bake) => (process.env.HYDRA_BAKE = bake);
+}
+
 test('attack sessions with the weights baked in and with the weights fed compute the same', (t) => {
-  const bakeEnv = process.env.HYDRA_BAKE;
-  t.after(() => (bakeEnv === undefined ? delete process.env.HYDRA_BAKE : (process.env.HYDRA_BAKE = bakeEnv)));
+  const setBake = forceBake(t);
   const run = (bake: '0' | '1') => {
-    process.env.HYDRA_BAKE = bake;
+    setBake(bake);
     const other = new Net(g, engine);
     const f = other.frozen();
     const z = f.logits(x, n);
@@ -193,9 +199,7 @@ test('an interrupted run resumed from its checkpoint ends with the same weights 
   };
   // the engine picks baked or fed weights per configuration by timing, and the two round differently:
   // fixed here, so the three runs compute alike whatever the machine's load
-  const bakeEnv = process.env.HYDRA_BAKE;
-  process.env.HYDRA_BAKE = '0';
-  t.after(() => (bakeEnv === undefined ? delete process.env.HYDRA_BAKE : (process.env.HYDRA_BAKE = bakeEnv)));
+  forceBake(t)('0');
   const full = await run(undefined, false, path.join(dir, 'a'));
   // stop after epoch 1 (as if killed), then resume
   const first = await run(1, false, path.join(dir, 'b'));

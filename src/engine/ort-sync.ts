@@ -63,9 +63,6 @@ export function flushProfiles(): void {
   for (const s of profiled.splice(0)) s.endProfiling();
 }
 
-/** Sessions made so far and the time spent making them (for profiling scripts). */
-export const sessionStats = { made: 0, ms: 0 };
-
 export class SyncSession {
   private readonly s: NativeSession;
   private readonly Tensor: TensorCtor;
@@ -73,7 +70,6 @@ export class SyncSession {
   readonly outputNames: string[];
 
   constructor(model: Uint8Array, opts: SyncSessionOptions = {}) {
-    const started = performance.now();
     const l = load();
     if (!l) throw new Error('the onnxruntime-node native binding is not available');
     this.Tensor = l.Tensor;
@@ -93,8 +89,6 @@ export class SyncSession {
     if (opts.profile) profiled.push(this);
     this.inputNames = this.s.inputMetadata.map((m) => m.name);
     this.outputNames = this.s.outputMetadata.map((m) => m.name);
-    sessionStats.made++;
-    sessionStats.ms += performance.now() - started;
   }
 
   /** Run with float32/int64 feeds; returns the requested outputs (all by default) in order. */

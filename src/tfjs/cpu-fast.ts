@@ -13,22 +13,28 @@ interface CpuBackend {
 }
 type Op = (x: number, y: number) => number;
 
-const OPS: Record<string, Op> = {
-  Add: (x, y) => x + y,
-  Sub: (x, y) => x - y,
-  Mul: (x, y) => x * y,
-};
-
-/** The same-shape loops written out per operator (a shared loop calling `op` runs 1.5-2x slower on 11M floats). */
-const SAME_SHAPE: Record<string, (a: Arr, b: Arr, out: Arr) => void> = {
-  Add: (a, b, out) => {
-    for (let i = 0; i < out.length; i++) out[i] = a[i]! + b[i]!;
+/**
+ * Per kernel: the operation (for broadcasts) and its same-shape loop written out (a shared loop calling
+ * `op` runs 1.5-2x slower on 11M floats).
+ */
+const KERNELS: Record<string, { op: Op; sameShape: (a: Arr, b: Arr, out: Arr) => void }> = {
+  Add: {
+    op: (x, y) => x + y,
+    sameShape: (a, b, out) => {
+      for (let i = 0; i < out.length; i++) out[i] = a[i]! + b[i]!;
+    },
   },
-  Sub: (a, b, out) => {
-    for (let i = 0; i < out.length; i++) out[i] = a[i]! - b[i]!;
+  Sub: {
+    op: (x, y) => x - y,
+    sameShape: (a, b, out) => {
+      for (let i = 0; i < out.length; i++) out[i] = a[i]! - b[i]!;
+    },
   },
-  Mul: (a, b, out) => {
-    for (let i = 0; i < out.length; i++) out[i] = a[i]! * b[i]!;
+  Mul: {
+    op: (x, y) => x * y,
+    sameShape: (a, b, out) => {
+      for (let i = 0; i < out.length; i++) out[i] = a[i]! * b[i]!;
+    },
   },
 };
 
@@ -70,10 +76,9 @@ let installed = false;
 export function installFastCpuKernels(): void {
   if (installed) return;
   installed = true;
-  for (const [kernelName, op] of Object.entries(OPS)) {
+  for (const [kernelName, { op, sameShape }] of Object.entries(KERNELS)) {
     const stock = tf.getKernel(kernelName, 'cpu');
     if (!stock) continue;
-    const sameShape = SAME_SHAPE[kernelName]!;
     tf.unregisterKernel(kernelName, 'cpu');
     tf.registerKernel({
       ...stock,

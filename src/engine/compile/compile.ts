@@ -206,9 +206,14 @@ export function alphaCrownModel(p: PreparedGraph, batch: number, intermediate: n
  * standard ONNX operators (no onnxruntime NCHWc kernels), for models other engines convert.
  */
 function modelBytes(b: GraphBuilder, outputs: string[], portable = false): Uint8Array {
+  return finished(b, outputs, portable).toModel({ untypedOutputs: true });
+}
+
+/** The builder a model is written from: outputs set, convolutions moved to NCHWc kernels unless `portable`. */
+function finished(b: GraphBuilder, outputs: string[], portable = false): GraphBuilder {
   const m = portable ? b : withNchwcConvs(b, nchwcBlockSize());
   m.setOutputs(outputs);
-  return m.toModel({ untypedOutputs: true });
+  return m;
 }
 
 /**
@@ -498,8 +503,7 @@ export class FrozenNet {
   }
 
   /** Run an attack session: the weights added to the feeds when it takes them as inputs; timed for the bake choice. */
-  private run(batch: number, kind: AttackKind, feeds: Record<string, Feed>, outputs: (t: AttackTemplate) => string[]): OrtOut[] {
-    const a = this.session(batch, kind);
+  private run(a: AttackSession, feeds: Record<string, Feed>, outputs: string[]): OrtOut[] {
     const weights = (list: [string, number[]][], into: Record<string, Feed>): Record<string, Feed> => {
       for (const [n, shape] of list) {
         const v = this.values.get(n);
@@ -521,7 +525,7 @@ export class FrozenNet {
       for (const [n, v] of prepared) feeds[n] = v;
     }
     const started = performance.now();
-    const out = a.s.run(feeds, outputs(a.t));
+    const out = a.s.run(feeds, outputs);
     this.net.recordAttackCall(a, performance.now() - started);
     this.calls.set(a.key, (this.calls.get(a.key) ?? 0) + 1);
     return out;
@@ -529,14 +533,15 @@ export class FrozenNet {
 
   /** Logits (a forward-only session: for many calls with the same weights, e.g. evaluation). */
   logits(x: Float32Array, batch: number): Float32Array {
-    const { t } = this.session(batch, 'logits');
-    return this.run(batch, 'logits', { [t.xName]: { data: x, shape: t.xShape } }, (tt) => [tt.logits])[0]!.data as Float32Array;
+    const a = this.session(batch, 'logits');
+    return this.run(a, { [a.t.xName]: { data: x, shape: a.t.xShape } }, [a.t.logits])[0]!.data as Float32Array;
   }
 
   /** Gradient of the summed loss with respect to x, and the logits at x (and the DLR loss per example). */
   lossGrad(x: Float32Array, batch: number, loss: AttackLoss | LogitGradLoss | DlrLoss): LossGrad {
     const kind: AttackKind = loss.kind === 'dlr' ? (loss.targets ? 'dlr-targeted' : 'dlr') : loss.kind === 'logit-grad' ? 'logit-grad' : 'grad';
-    const { t } = this.session(batch, kind);
+    const a = this.session(batch, kind);
+    const t = a.t;
     const k = t.classes;
     const feeds: Record<string, Feed> = { [t.xName]: { data: x, shape: t.xShape } };
     if (loss.kind === 'dlr') {
@@ -549,7 +554,7 @@ export class FrozenNet {
       for (let i = 0; i < batch; i++) target[i * k + loss.labels[i]!] = 1;
       feeds.target = { data: target, shape: [batch, k] };
     }
-    const out = this.run(batch, kind, feeds, (tt) => (tt.loss ? [tt.grad, tt.logits, tt.loss] : [tt.grad, tt.logits]));
+    const out = this.run(a, feeds, t.loss ? [t.grad, t.logits, t.loss] : [t.grad, t.logits]);
     return { grad: out[0]!.data as Float32Array, logits: out[1]!.data as Float32Array, ...(t.loss ? { loss: out[2]!.data as Float32Array } : {}) };
   }
 
@@ -559,15 +564,15 @@ export class FrozenNet {
    * and the logits at xAdv.
    */
   pgdStep(xAdv: Float32Array, x: Float32Array, batch: number, target: Float32Array, alpha: number, eps: number, norm: 'linf' | 'l2'): { next: Float32Array; logits: Float32Array } {
-    const kind = norm === 'linf' ? 'step-linf' : 'step-l2';
-    const { t } = this.session(batch, kind);
-    const [nx, z] = this.run(batch, kind, {
+    const a = this.session(batch, norm === 'linf' ? 'step-linf' : 'step-l2');
+    const t = a.t;
+    const [nx, z] = this.run(a, {
       [t.xName]: { data: xAdv, shape: t.xShape },
       x_clean: { data: x, shape: t.xShape },
       target: { data: target, shape: [batch, t.classes] },
       alpha: { data: Float32Array.of(alpha), shape: [] },
       eps: { data: Float32Array.of(eps), shape: [] },
-    }, (tt) => [tt.grad, tt.logits]);
+    }, [t.grad, t.logits]);
     return { next: nx!.data as Float32Array, logits: z!.data as Float32Array };
   }
 
@@ -601,8 +606,7 @@ interface AttackBakeStats {
   /** a fed session's weight-only part, once per weight set */
   prep: number[];
   callsPerWeights: number[];
-  /** weight sets tried each way so far */
-  bakedNets: number;
+  /** weight sets tried with fed weights so far (baked: one `make` each) */
   fedNets: number;
   choice?: boolean;
 }
@@ -680,9 +684,8 @@ export class CompiledNet {
   /** An attack model's bytes; without baking, its weight-only part split off (run once per weight set). */
   private attackModel(f: Forward, b: GraphBuilder, outputs: string[], bake: boolean): Pick<AttackTemplate, 'bytes' | 'paramInputs' | 'prep'> {
     const shapeOf = (n: string): number[] => this.p.params.get(n)!.shape;
-    if (bake) return { bytes: modelBytes(b, outputs), paramInputs: [] };
-    const m = withNchwcConvs(b, nchwcBlockSize());
-    m.setOutputs(outputs);
+    const m = finished(b, outputs);
+    if (bake) return { bytes: m.toModel({ untypedOutputs: true }), paramInputs: [] };
     const split = splitWeightPrep(m, f.paramInputs, (prep, names) => {
       // the hoisted values' shapes, read off one run on zeros
       const s = new SyncSession(prep.toModel({ untypedOutputs: true }), { threads: this.threads, optimization: 'disabled' });
@@ -711,11 +714,10 @@ export class CompiledNet {
   attackSession(batch: number, kind: AttackKind, values: Map<string, Float32Array>): AttackSession {
     const key = `${batch}|${kind}`;
     let st = this.attackStats.get(key);
-    if (!st) this.attackStats.set(key, (st = { make: [], bakedCall: [], fedCall: [], prep: [], callsPerWeights: [], bakedNets: 0, fedNets: 0 }));
+    if (!st) this.attackStats.set(key, (st = { make: [], bakedCall: [], fedCall: [], prep: [], callsPerWeights: [], fedNets: 0 }));
     const forced = process.env.HYDRA_BAKE;
-    const bake = forced ? forced === '1' : st.choice ?? (st.bakedNets < 2 || st.fedNets >= 2);
+    const bake = forced ? forced === '1' : st.choice ?? (st.make.length < 2 || st.fedNets >= 2);
     if (bake) {
-      st.bakedNets++;
       const t = this.attackTemplate(batch, kind, true);
       const started = performance.now();
       const s = new SyncSession(withWeights(t.bytes, t.baked, values), { threads: this.threads });
@@ -750,17 +752,12 @@ export class CompiledNet {
     const st = this.attackStats.get(a.key);
     if (!st || st.choice !== undefined) return;
     st.callsPerWeights.push(calls);
-    if (st.bakedNets >= 2 && st.fedNets >= 2 && st.fedCall.length && st.bakedCall.length) {
+    if (st.make.length >= 2 && st.fedNets >= 2 && st.fedCall.length && st.bakedCall.length) {
       // per call: the median (a session's first call also warms it up)
       const median = (v: number[]): number => [...v].sort((p, q) => p - q)[v.length >> 1]!;
       const perWeights = st.callsPerWeights.reduce((p, v) => p + v, 0) / st.callsPerWeights.length;
       st.choice = median(st.make) + perWeights * median(st.bakedCall) <= (st.prep.length ? median(st.prep) : 0) + perWeights * median(st.fedCall);
     }
-  }
-
-  /** Which weight handling the attack sessions settled on, per batch size and kind (for reports). */
-  attackBakeChoices(): Record<string, boolean | undefined> {
-    return Object.fromEntries([...this.attackStats].map(([k, v]) => [k, v.choice]));
   }
 
   private template(batch: number, o: CompiledRunOptions, bake: boolean): TrainTemplate {

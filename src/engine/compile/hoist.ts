@@ -5,7 +5,6 @@
 // ResNet-18 it cost ~17 ms per PGD step.
 import { GraphBuilder } from '../../onnx/builder.js';
 import type { NodeProto } from '../../onnx/proto.js';
-import type { DType } from '../../onnx/tensor.js';
 
 /** Operators whose float inputs give float outputs (the hoisted values are declared float32 inputs). */
 const FLOAT_OPS = new Set([
@@ -54,7 +53,7 @@ export function splitWeightPrep(src: GraphBuilder, params: readonly string[], sh
   const shapes = shapeOf(prep, hoisted);
   const main = new GraphBuilder(src.opset, 'main');
   for (const i of src.inputs) if (mainReads.has(i.name)) main.input(i.name, i.dtype, i.shape);
-  for (const v of hoisted) main.input(v, 'float32' as DType, shapes.get(v)!);
+  for (const v of hoisted) main.input(v, 'float32', shapes.get(v)!);
   main.initializers.push(...src.initializers.filter((t) => mainReads.has(t.name ?? '')));
   for (const n of mainNodes) main.copy(n);
   main.setOutputs(src.outputs.map((o) => o.name));

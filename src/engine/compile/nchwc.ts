@@ -12,7 +12,6 @@ import { toNum } from '../../onnx/proto.js';
 import { BLOCKED_CONV_MIN_WORK } from '../../ops/spec.js';
 import { NCHWC_DOMAIN } from '../ort-sync.js';
 
-
 const roundUp = (c: number, block: number): number => Math.ceil(c / block) * block;
 
 /** Names whose values are fixed when a session is made: initializers, reserved (baked) weights, and what only they feed. */
