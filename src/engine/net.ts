@@ -27,6 +27,13 @@ export interface LogitsOptions {
   ceTarget?: Float32Array;
   /** weight of that cross-entropy in the loss (default 1) */
   ceScale?: number;
+  /**
+   * x is [clean; adversarial] and the loss is TRADES' (see CompiledRunOptions.trades): one onnxruntime call
+   * on the compiled engine, checked like `ceTarget`.
+   */
+  trades?: { labels: Float32Array; beta: number };
+  /** training-mode BatchNormalization normalises each of this many equal parts of x on its own (default 1) */
+  bnGroups?: number;
 }
 
 /** Fixed weights: inference and input gradients of a summed loss, on Float32Arrays. */
@@ -83,10 +90,17 @@ export class Net {
       try {
         return this.compiled.run(x, this.params(o.overrides), {
           training: o.training, gradX: o.gradX ?? true, gradParams: o.gradParams ?? true, seed: o.seed, ceTarget: o.ceTarget, ceScale: o.ceScale,
+          trades: o.trades, bnGroups: o.bnGroups,
         });
       } catch (e) {
         this.fallback(e);
       }
+    }
+    const groups = o.training && this.hasBatchNorm ? o.bnGroups ?? 1 : 1;
+    if (groups > 1) {
+      // one pass per part, each with its own batch statistics; the running statistics of the last
+      const parts = tf.split(x, groups, 0).map((part) => this.graph.forward(part, { training: true }, o.overrides));
+      return { logits: tf.concat(parts.map((r) => r.outputs[0]!), 0), updates: parts.at(-1)!.updates };
     }
     const r = this.graph.forward(x, { training: o.training }, o.overrides);
     return { logits: r.outputs[0]!, updates: r.updates };

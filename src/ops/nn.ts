@@ -572,24 +572,36 @@ defineOp({
  * the channels, y = (x − mean)·k + bias with k = scale/√(var + ε) per channel. Returns the output, the batch
  * mean and (biased) variance for the running statistics, and the region whose gradient is the closed form
  * below instead of the primitives' chain (11-12 passes over the activations with Expand and Sum; 7 here).
+ * With `groups` > 1 the batch is that many equal parts, each normalised by its own statistics, as if each
+ * were a pass of its own (TRADES' clean and adversarial halves in one call); the statistics returned are
+ * the last part's.
  */
-export function batchNormTraining(b: GraphBuilder, x: string, scale: string, bias: string, xShape: number[], eps: number, y: string): { mean: string; var: string; region: GradRegion } {
+export function batchNormTraining(b: GraphBuilder, x: string, scale: string, bias: string, xShape: number[], eps: number, y: string, groups = 1): { mean: string; var: string; region: GradRegion } {
   const rank = xShape.length;
-  const axes = [0, ...range(2, rank)];
-  const cs = [-1, ...new Array<number>(rank - 2).fill(1)];
-  const count = axes.reduce((p, a) => p * xShape[a]!, 1);
+  const grouped = groups > 1;
+  if (grouped && xShape[0]! % groups) throw new Error(`a batch of ${xShape[0]} does not split into ${groups} equal parts`);
+  // grouped: [G, N/G, C, …], statistics over the part's examples and the spatial axes
+  const gShape = grouped ? [groups, xShape[0]! / groups, ...xShape.slice(1)] : xShape;
+  const axes = grouped ? [1, ...range(3, rank + 1)] : [0, ...range(2, rank)];
+  const cs = [...(grouped ? [1, 1] : []), -1, ...new Array<number>(rank - 2).fill(1)];
+  const count = axes.reduce((p, a) => p * gShape[a]!, 1);
   const first = b.nodes.length;
-  const mean = b.reduce('ReduceMean', x, axes, true);
-  const xc = b.op('Sub', [x, mean]);
+  const xg = grouped ? b.reshape(x, gShape) : x;
+  const mean = b.reduce('ReduceMean', xg, axes, true);
+  const xc = b.op('Sub', [xg, mean]);
   const v = b.reduce('ReduceMean', b.op('Mul', [xc, xc]), axes, true);
   const inv = b.op('Reciprocal', [b.op('Sqrt', [b.op('Add', [v, b.scalarF(eps)])])]);
   const k = b.op('Mul', [inv, b.reshape(scale, cs)]);
-  b.add('Add', [b.op('Mul', [xc, k]), b.reshape(bias, cs)], {}, [y]);
+  if (grouped) b.add('Reshape', [b.op('Add', [b.op('Mul', [xc, k]), b.reshape(bias, cs)]), b.constI64(xShape)], {}, [y]);
+  else b.add('Add', [b.op('Mul', [xc, k]), b.reshape(bias, cs)], {}, [y]);
+  // per-channel sums of the parts added up: a parameter's gradient is the sum over the parts
+  const perChannel = (gb: GraphBuilder, t: string): string => gb.reshape(grouped ? gb.reduce('ReduceSum', t, [0], false) : t, [-1]);
   const region: GradRegion = {
     first, last: b.nodes.length - 1, inputs: [x, scale, bias], output: y,
-    grad: (gb, dy, fwd, need) => {
+    grad: (gb, dy0, fwd, need) => {
       // with x̂ = xc·inv: dbias = Σdy, dscale = inv·Σ(dy·xc), and
       // dx = k·(dy − Σdy/n − x̂·inv·Σ(dy·xc)/n) = k·dy − (k·inv²·Σ(dy·xc)/n)·xc − k·Σdy/n
+      const dy = grouped ? gb.reshape(dy0, gShape) : dy0;
       const [xcB, invB, kB] = [fwd(xc), fwd(inv), fwd(k)];
       const sumDy = gb.reduce('ReduceSum', dy, axes, true);
       const sumDyXc = gb.reduce('ReduceSum', gb.op('Mul', [dy, xcB]), axes, true);
@@ -599,15 +611,18 @@ export function batchNormTraining(b: GraphBuilder, x: string, scale: string, bia
         const coefXc = gb.op('Mul', [gb.op('Mul', [kB, gb.op('Mul', [invB, invB])]), gb.op('Mul', [sumDyXc, perN])]);
         const shift = gb.op('Mul', [kB, gb.op('Mul', [sumDy, perN])]);
         dx = gb.op('Add', [gb.op('Add', [gb.op('Mul', [dy, kB]), gb.op('Mul', [xcB, coefXc])]), shift]);
+        if (grouped) dx = gb.reshape(dx, xShape);
       }
       return [
         dx,
-        need(1) ? gb.reshape(gb.op('Mul', [sumDyXc, invB]), [-1]) : undefined,
-        need(2) ? gb.reshape(sumDy, [-1]) : undefined,
+        need(1) ? perChannel(gb, gb.op('Mul', [sumDyXc, invB])) : undefined,
+        need(2) ? perChannel(gb, sumDy) : undefined,
       ];
     },
   };
-  return { mean, var: v, region };
+  if (!grouped) return { mean, var: v, region };
+  const last = (t: string): string => b.slice(t, [groups - 1], [groups], [0]);
+  return { mean: last(mean), var: last(v), region };
 }
 
 /**

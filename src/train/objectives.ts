@@ -140,25 +140,16 @@ class Trades implements Objective {
     const adv = tradesAttack(ctx.net.frozen(ctx.frozenOverrides), b.xd, b.n, ctx.net.classes, pgdOf(this.config), ctx.rng);
     return () => {
       const xAdv = tf.tensor(adv, b.x.shape);
-      let zNat: tf.Tensor;
-      let zAdv: tf.Tensor;
-      let updates: Map<string, tf.Tensor>;
-      if (!ctx.net.hasBatchNorm) {
-        // no batch statistics: both passes as one batch (same result, half the calls)
-        const r = logitsOf(ctx, tf.concat([b.x, xAdv], 0), true, ctx.seed);
-        [zNat, zAdv] = tf.split(r.logits, 2, 0) as [tf.Tensor, tf.Tensor];
-        updates = r.updates;
-      } else {
-        const nat = logitsOf(ctx, b.x, true, ctx.seed);
-        // the adversarial logits enter the loss only through β·KL(p_nat ‖ p_adv), whose gradient with respect
-        // to them is β·(p_adv − p_nat)/N: a cross-entropy against the soft target p_nat, weighted β
-        const pNat = tf.softmax(nat.logits).dataSync() as Float32Array;
-        const advR = logitsOf(ctx, xAdv, true, ctx.seed + 1, { target: pNat, scale: this.config.beta });
-        zNat = nat.logits;
-        zAdv = advR.logits;
-        // running statistics as PyTorch leaves them: those of the last forward pass (the adversarial batch)
-        updates = advR.updates.size ? advR.updates : nat.updates;
-      }
+      // both passes as one batch [clean; adversarial], each half normalised by its own batch statistics as
+      // two passes would be; the compiled engine computes forward, this loss's gradient and backward in one
+      // call, the parameter gradients of both halves summed inside it. Running statistics: the adversarial
+      // half's, the last pass as PyTorch leaves them
+      const r = ctx.net.logits(tf.concat([b.x, xAdv], 0), {
+        training: true, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed: ctx.seed,
+        trades: { labels: oneHotRows(b.yd, ctx.net.classes), beta: this.config.beta }, bnGroups: 2,
+      });
+      const [zNat, zAdv] = tf.split(r.logits, 2, 0) as [tf.Tensor, tf.Tensor];
+      const updates = r.updates;
       const loss = tf.add(crossEntropy(zNat, b.y, ctx.net.classes), tf.mul(klBatchMean(zNat, zAdv), this.config.beta)) as tf.Scalar;
       return { loss, logits: zNat, updates };
     };

@@ -54,10 +54,14 @@ interface Forward {
 }
 
 const configKey = (batch: number, o: CompiledRunOptions): string =>
-  `${batch}|${o.bounds ? (o.bounds.spec ? 'crown' : 'ibp') : o.training}|${o.gradX}|${o.gradParams}${o.ceTarget && !o.bounds ? '|ce' : ''}`;
+  `${batch}|${o.bounds ? (o.bounds.spec ? 'crown' : 'ibp') : o.training}|${o.gradX}|${o.gradParams}${o.bounds ? '' : o.ceTarget ? '|ce' : o.trades ? '|trades' : ''}${(o.bnGroups ?? 1) > 1 ? `|groups ${o.bnGroups}` : ''}`;
 /** inputs of the fused training graph: the cross-entropy target, and its weight divided by the batch size */
 const CE_TARGET = 'ce_target';
 const CE_SCALE = 'ce_scale';
+/** inputs of the fused TRADES graph: one-hot labels of the clean half, β, and 1/N */
+const TRADES_LABELS = 'trades_labels';
+const TRADES_BETA = 'trades_beta';
+const TRADES_PER_N = 'trades_per_n';
 const range = (a: number, b: number): number[] => Array.from({ length: b - a }, (_, i) => a + i);
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
@@ -65,7 +69,7 @@ const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
  * Forward graph at opset 18. With `bake`, parameters are initializers whose values are appended when a
  * session is made (see withWeights); otherwise they are inputs.
  */
-function emitForward(p: PreparedGraph, batch: number, training: boolean, withIndices: boolean, bake: boolean): Forward {
+function emitForward(p: PreparedGraph, batch: number, training: boolean, withIndices: boolean, bake: boolean, bnGroups = 1): Forward {
   if (p.inputs.length !== 1) throw new NotCompilableError('more than one graph input');
   const inp = p.inputs[0]!;
   const fb = new GraphBuilder(COMPILED_OPSET, 'fwd');
@@ -101,7 +105,7 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
     const a = new Attrs(n);
     if (n.opType === 'BatchNormalization' && training) {
       // training form lowered to primitive ops, differentiated as one region by its closed-form rule
-      const { mean, var: v, region } = batchNormTraining(fb, n.inputs[0]!, n.inputs[1]!, n.inputs[2]!, shapeOf(n.inputs[0]!), a.float('epsilon', 1e-5), n.outputs[0]!);
+      const { mean, var: v, region } = batchNormTraining(fb, n.inputs[0]!, n.inputs[1]!, n.inputs[2]!, shapeOf(n.inputs[0]!), a.float('epsilon', 1e-5), n.outputs[0]!, bnGroups);
       regions.push(region);
       bnStats.push({ mean, var: v, runMean: n.inputs[3]!, runVar: n.inputs[4]!, momentum: a.float('momentum', 0.9) });
       continue;
@@ -436,6 +440,17 @@ export interface CompiledRunOptions {
   ceTarget?: Float32Array;
   /** weight of that cross-entropy (default 1): the gradient assumed is ceScale·(softmax(z) − ceTarget)/N */
   ceScale?: number;
+  /**
+   * The batch is [clean; adversarial] (N rows each) and the loss is TRADES': CE(z_clean, labels) +
+   * β·KL(softmax(z_clean) ‖ softmax(z_adv)), both averaged over N (labels one-hot, [N, classes]). Forward,
+   * that loss's gradient and backward then run as one call, like `ceTarget`. Usually with `bnGroups` 2.
+   */
+  trades?: { labels: Float32Array; beta: number };
+  /**
+   * Training-mode BatchNormalization normalises each of this many equal parts of the batch by its own
+   * statistics, as separate passes would (default 1); the running statistics follow the last part.
+   */
+  bnGroups?: number;
 }
 
 type Feed = { data: Float32Array | BigInt64Array | Int32Array | Uint8Array; shape: readonly number[] };
@@ -476,6 +491,56 @@ function ceGradientMatches(logits: Float32Array, target: Float32Array, scale: nu
       const expected = (scale * (Math.exp(logits[o + j]! - max) / sum - target[o + j]!)) / n;
       worst = Math.max(worst, Math.abs(dy[o + j]! - expected));
       largest = Math.max(largest, Math.abs(expected));
+    }
+  }
+  return worst <= 1e-4 * largest + 1e-12;
+}
+
+/**
+ * TRADES' loss gradient with respect to the logits [clean; adversarial] (n rows each), in the graph: with
+ * l = log softmax, p = softmax and d = l_clean − l_adv per row,
+ *   dz_clean = (p_clean − labels + β·p_clean·(d − Σ p_clean·d))/n,   dz_adv = β·(p_adv − p_clean)/n.
+ */
+function tradesLogitGrad(b: GraphBuilder, logits: string, n: number, classes: number): string {
+  const labels = b.input(TRADES_LABELS, 'float32', [n, classes]);
+  const beta = b.input(TRADES_BETA, 'float32', []);
+  const perN = b.input(TRADES_PER_N, 'float32', []);
+  const [zClean, zAdv] = b.split(logits, [n, n], 0) as [string, string];
+  const lClean = b.op('LogSoftmax', [zClean], { axis: -1 });
+  const lAdv = b.op('LogSoftmax', [zAdv], { axis: -1 });
+  const pClean = b.op('Exp', [lClean]);
+  const d = b.op('Sub', [lClean, lAdv]);
+  const kl = b.reduce('ReduceSum', b.op('Mul', [pClean, d]), [1], true);
+  const klGrad = b.op('Mul', [pClean, b.op('Sub', [d, kl])]);
+  const dClean = b.op('Mul', [b.op('Add', [b.op('Sub', [pClean, labels]), b.op('Mul', [klGrad, beta])]), perN]);
+  const dAdv = b.op('Mul', [b.op('Mul', [b.op('Sub', [b.op('Exp', [lAdv]), pClean]), beta]), perN]);
+  return b.op('Concat', [dClean, dAdv], { axis: 0 });
+}
+
+/** Whether dlogits is TRADES' gradient (tradesLogitGrad) for these logits, to float32 rounding. */
+function tradesGradientMatches(logits: Float32Array, labels: Float32Array, beta: number, dy: Float32Array, classes: number): boolean {
+  const n = logits.length / classes / 2;
+  const logSoftmax = (row: number): number[] => {
+    const z = Array.from(logits.subarray(row * classes, (row + 1) * classes));
+    const max = Math.max(...z);
+    const lse = max + Math.log(z.reduce((p, v) => p + Math.exp(v - max), 0));
+    return z.map((v) => v - lse);
+  };
+  let worst = 0;
+  let largest = 0;
+  const check = (at: number, expected: number): void => {
+    worst = Math.max(worst, Math.abs(dy[at]! - expected));
+    largest = Math.max(largest, Math.abs(expected));
+  };
+  for (let r = 0; r < n; r++) {
+    const lc = logSoftmax(r);
+    const la = logSoftmax(n + r);
+    const pc = lc.map(Math.exp);
+    const d = lc.map((v, j) => v - la[j]!);
+    const kl = pc.reduce((p, v, j) => p + v * d[j]!, 0);
+    for (let j = 0; j < classes; j++) {
+      check(r * classes + j, (pc[j]! - labels[r * classes + j]! + beta * pc[j]! * (d[j]! - kl)) / n);
+      check((n + r) * classes + j, (beta * (Math.exp(la[j]!) - pc[j]!)) / n);
     }
   }
   return worst <= 1e-4 * largest + 1e-12;
@@ -765,17 +830,18 @@ export class CompiledNet {
     const hit = this.templates.get(key);
     if (hit) return hit;
     const needGrad = o.gradX || o.gradParams;
-    const f = o.bounds ? boundsForward(this.p, batch, needGrad, bake, !!o.bounds.spec, this.threads) : emitForward(this.p, batch, o.training, needGrad, bake);
+    const f = o.bounds ? boundsForward(this.p, batch, needGrad, bake, !!o.bounds.spec, this.threads) : emitForward(this.p, batch, o.training, needGrad, bake, o.bnGroups);
     const outputs = [f.logits, ...f.bnStats.flatMap((s) => [s.mean, s.var])];
     const used = [...f.paramInputs, ...f.baked.keys()];
     const gradParams = o.gradParams ? used.filter((n) => this.p.params.get(n)!.trainable) : [];
     const t: TrainTemplate = { f, fBytes: new Uint8Array(), forwardOutputs: [], bBaked: new Map(), dyName: 'grad/logits', saved: [], fromInputs: [], gradOutputs: [], gradX: o.gradX, gradParams };
-    if (needGrad && o.ceTarget && !o.bounds) {
-      // one graph: forward, dz = (softmax(z) − target)/N, backward (the attack graphs' construction)
+    if (needGrad && (o.ceTarget || o.trades) && !o.bounds) {
+      // one graph: forward, dz = (softmax(z) − target)/N (or TRADES' dz), backward (the attack graphs' construction)
       const shapes = probeShapes(f, this.threads);
       const b = f.fb.clone('step');
       const classes = shapes.get(f.logits)!.at(-1)!;
-      const dz = b.op('Mul', [b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), b.input(CE_TARGET, 'float32', [batch, classes])]), b.input(CE_SCALE, 'float32', [])]);
+      const dz = o.trades ? tradesLogitGrad(b, f.logits, batch / 2, classes)
+        : b.op('Mul', [b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), b.input(CE_TARGET, 'float32', [batch, classes])]), b.input(CE_SCALE, 'float32', [])]);
       t.gradOutputs = differentiate(f, shapes, [...(o.gradX ? [f.xName] : []), ...gradParams], { bb: b, fwdValue: (v) => v, dlogits: dz });
       t.forwardOutputs = [...new Set([...outputs, ...t.gradOutputs])];
       t.fBytes = modelBytes(b, t.forwardOutputs);
@@ -921,6 +987,21 @@ export class CompiledNet {
     return runBackward(t, s, new Map(t.forwardOutputs.map((n, i) => [n, outs[i]!])), feeds, dy, dyShape);
   }
 
+  /**
+   * backwardAt for a fused pass whose gradient turned out different: x and the parameter values as the
+   * forward read them, in tensors of their own (the caller's may be intermediates of a tape's forward
+   * function, which tfjs disposes before the backward pass).
+   */
+  private backwardAfterFused(xData: Float32Array, xShape: number[], values: Map<string, { data: Float32Array; shape: number[] }>, o: CompiledRunOptions, masks: Float32Array[], dy: Float32Array, dyShape: number[]): OrtOut[] {
+    const x = tf.tensor(xData, xShape);
+    const params = new Map([...values].map(([k, v]) => [k, tf.tensor(v.data, v.shape)]));
+    try {
+      return this.backwardAt(x, params, o, masks, dy, dyShape);
+    } finally {
+      tf.dispose([x, ...params.values()]);
+    }
+  }
+
   run(x: tf.Tensor, params: Map<string, tf.Tensor>, o: CompiledRunOptions): { logits: tf.Tensor; updates: Map<string, tf.Tensor> } {
     const cfgKey = configKey(x.shape[0]!, o);
     const { bake, record } = this.chooseBake(cfgKey, o);
@@ -939,10 +1020,17 @@ export class CompiledNet {
     // only the tensors whose gradients are wanted enter the custom op; the others are read directly
     const diffInputs: tf.Tensor[] = [...(t.gradX ? [x] : []), ...t.gradParams.map((n) => params.get(n)!)];
     let stats: OrtOut[] = [];
+    // a fused pass keeps what its rare recomputation would read (references to the arrays, no copies)
+    let values: Map<string, { data: Float32Array; shape: number[] }> | undefined;
     const compute = (): { value: tf.Tensor; byName: Map<string, OrtOut>; feeds: Record<string, Feed> } => {
       const c0 = performance.now();
       const feeds = this.feeds(f, x, params, masks, o);
-      if (t.fused) {
+      if (t.fused) values = new Map([...params].map(([k, v]) => [k, { data: v.dataSync() as Float32Array, shape: v.shape }]));
+      if (t.fused && o.trades) {
+        feeds[TRADES_LABELS] = { data: o.trades.labels, shape: [x.shape[0]! / 2, f.classes] };
+        feeds[TRADES_BETA] = { data: Float32Array.of(o.trades.beta), shape: [] };
+        feeds[TRADES_PER_N] = { data: Float32Array.of(2 / x.shape[0]!), shape: [] };
+      } else if (t.fused) {
         feeds[CE_TARGET] = { data: o.ceTarget!, shape: [x.shape[0]!, f.classes] };
         feeds[CE_SCALE] = { data: Float32Array.of((o.ceScale ?? 1) / x.shape[0]!), shape: [] };
       }
@@ -963,11 +1051,12 @@ export class CompiledNet {
         const gradFunc = (dy: tf.Tensor): tf.Tensor[] => {
           const dyData = dy.dataSync() as Float32Array;
           let gs: OrtOut[];
-          if (t.fused && ceGradientMatches(byName.get(f.logits)!.data as Float32Array, o.ceTarget!, o.ceScale ?? 1, dyData, f.classes)) {
+          const z = byName.get(f.logits)!.data as Float32Array;
+          if (t.fused && (o.trades ? tradesGradientMatches(z, o.trades.labels, o.trades.beta, dyData, f.classes) : ceGradientMatches(z, o.ceTarget!, o.ceScale ?? 1, dyData, f.classes))) {
             gs = t.gradOutputs.map((n) => byName.get(n)!);
           } else if (t.fused) {
-            // the loss was not the announced cross-entropy: the two-call path with the gradient that arrived
-            gs = this.backwardAt(x, params, { ...o, ceTarget: undefined, bake }, masks, dyData, dy.shape);
+            // the loss was not the announced one: the two-call path with the gradient that arrived
+            gs = this.backwardAfterFused(feeds[f.xName]!.data as Float32Array, x.shape, values!, { ...o, ceTarget: undefined, trades: undefined, bake }, masks, dyData, dy.shape);
           } else {
             const b0 = performance.now();
             gs = runBackward(t, s, byName, feeds, dyData, dy.shape);
