@@ -102,11 +102,12 @@ function forceBake(t: { after(fn: () => void): void }): (bake: '0' | '1') => voi
   return (bake) => (process.env.HYDRA_BAKE = bake);
 }
 
-test('attack sessions with the weights baked in and with the weights fed compute the same', (t) => {
+for (const [file, what] of [['models/small_cnn.onnx', 'small CNN'], ['models/resnet_small.onnx', 'ResNet, BatchNormalization folded into the convolutions when fed']]) test(`attack sessions with the weights baked in and with the weights fed compute the same (${what})`, (t) => {
   const setBake = forceBake(t);
+  const model = file === 'models/small_cnn.onnx' ? g : TfGraph.fromModel(loadModel(file));
   const run = (bake: '0' | '1') => {
     setBake(bake);
-    const other = new Net(g, engine);
+    const other = new Net(model, engine);
     const f = other.frozen();
     const z = f.logits(x, n);
     const { grad } = f.lossGrad(x, n, { kind: 'ce', labels: y });

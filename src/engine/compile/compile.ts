@@ -66,10 +66,34 @@ const range = (a: number, b: number): number[] => Array.from({ length: b - a }, 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
 /**
- * Forward graph at opset 18. With `bake`, parameters are initializers whose values are appended when a
- * session is made (see withWeights); otherwise they are inputs.
+ * Inference-mode BatchNormalization nodes that directly follow a convolution whose output nothing else reads,
+ * by the index of that Conv: they can be folded into its weight and bias.
  */
-function emitForward(p: PreparedGraph, batch: number, training: boolean, withIndices: boolean, bake: boolean, bnGroups = 1): Forward {
+function foldableBatchNorms(p: PreparedGraph): Map<number, Node> {
+  const readers = new Map<string, number>();
+  for (const n of p.runNodes) for (const i of n.inputs) if (i) readers.set(i, (readers.get(i) ?? 0) + 1);
+  const producer = new Map<string, number>();
+  p.runNodes.forEach((n, k) => n.outputs.forEach((o) => o && producer.set(o, k)));
+  const out = new Map<number, Node>();
+  for (const bn of p.runNodes) {
+    if (bn.opType !== 'BatchNormalization' || bn.outputs.slice(1).some((o) => o) || bn.inputs.length < 5) continue;
+    const k = producer.get(bn.inputs[0]!);
+    const conv = k === undefined ? undefined : p.runNodes[k]!;
+    if (!conv || conv.opType !== 'Conv' || readers.get(bn.inputs[0]!) !== 1 || p.outputs.includes(bn.inputs[0]!)) continue;
+    if (!p.params.has(conv.inputs[1]!)) continue;
+    out.set(k!, bn);
+  }
+  return out;
+}
+
+/**
+ * Forward graph at opset 18. With `bake`, parameters are initializers whose values are appended when a
+ * session is made (see withWeights); otherwise they are inputs. `foldBn` (inference mode): a BatchNormalization
+ * right after a convolution is folded into the convolution's weight and bias, W·k and (b − mean)·k + bias
+ * with k = scale/√(var + ε), computed in the graph from the weights alone (hoisted out of fed attack models,
+ * see hoist.ts; onnxruntime fuses baked ones itself).
+ */
+function emitForward(p: PreparedGraph, batch: number, training: boolean, withIndices: boolean, bake: boolean, bnGroups = 1, foldBn = false): Forward {
   if (p.inputs.length !== 1) throw new NotCompilableError('more than one graph input');
   const inp = p.inputs[0]!;
   const fb = new GraphBuilder(COMPILED_OPSET, 'fwd');
@@ -101,8 +125,25 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
   const bnStats: BnStat[] = [];
   const regions: GradRegion[] = [];
   const dropMasks: DropMask[] = [];
-  for (const n of p.runNodes) {
+  const folds = foldBn && !training ? foldableBatchNorms(p) : new Map<number, Node>();
+  const folded = new Set([...folds.values()]);
+  for (const [k, n] of p.runNodes.entries()) {
     const a = new Attrs(n);
+    if (folded.has(n)) continue;
+    const bn = folds.get(k);
+    if (bn) {
+      const w = n.inputs[1]!;
+      const wShape = shapeOf(w);
+      const [scale, bias, mean, variance] = bn.inputs.slice(1) as [string, string, string, string];
+      const eps = new Attrs(bn).float('epsilon', 1e-5);
+      const perChannel = fb.op('Mul', [scale, fb.op('Reciprocal', [fb.op('Sqrt', [fb.op('Add', [variance, fb.scalarF(eps)])])])]);
+      const wFolded = fb.op('Mul', [w, fb.reshape(perChannel, [-1, ...new Array<number>(wShape.length - 1).fill(1)])]);
+      const centred = n.inputs[2] ? fb.op('Sub', [n.inputs[2], mean]) : fb.op('Neg', [mean]);
+      const bFolded = fb.op('Add', [fb.op('Mul', [centred, perChannel]), bias]);
+      const conv = parseNode({ ...n.proto, input: [n.inputs[0]!, wFolded, bFolded], output: [bn.outputs[0]!] }, n.index);
+      emitNormalized(fb, conv, p.opset, consts, (v) => (v === wFolded ? wShape : v === bFolded ? [wShape[0]!] : v === bn.outputs[0] ? shapeOf(n.outputs[0]!) : shapeOf(v)));
+      continue;
+    }
     if (n.opType === 'BatchNormalization' && training) {
       // training form lowered to primitive ops, differentiated as one region by its closed-form rule
       const { mean, var: v, region } = batchNormTraining(fb, n.inputs[0]!, n.inputs[1]!, n.inputs[2]!, shapeOf(n.inputs[0]!), a.float('epsilon', 1e-5), n.outputs[0]!, bnGroups);
@@ -697,11 +738,11 @@ export class CompiledNet {
     if (hit) return hit;
     let t: AttackTemplate;
     if (kind === 'logits') {
-      const f = emitForward(this.p, batch, false, false, bake);
+      const f = emitForward(this.p, batch, false, false, bake, 1, !bake);
       const classes = shapeLookup(this.p, batch)(f.logits).at(-1)!;
       t = { ...this.attackModel(f, f.fb, [f.logits], bake), baked: f.baked, xName: f.xName, xShape: f.xShape, grad: '', logits: f.logits, classes };
     } else {
-      const f = emitForward(this.p, batch, false, true, bake);
+      const f = emitForward(this.p, batch, false, true, bake, 1, !bake);
       const shapes = probeShapes(f, this.threads);
       const b = f.fb.clone('attack');
       const classes = shapes.get(f.logits)!.at(-1)!;
