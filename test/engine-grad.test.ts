@@ -67,6 +67,8 @@ const CASES: Case[] = [
   conv('NCHWc: Conv 3x3 pad 1, 20 → 24 channels (padded to whole blocks)', [5, 20, 8, 8], [24, 20, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('NCHWc: Conv 3x3 pad 1, 16 → 18 channels (the output reordered back to 18)', [5, 16, 8, 8], [18, 16, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('Conv 3x3 pad 1, 18 input channels (not a multiple of 4: left to the plain kernel)', [5, 18, 8, 8], [16, 18, 3, 3], { pads: [1, 1, 1, 1] }),
+  // the input gradient's flipped kernel reordered straight from the kernel (both channel counts whole blocks)
+  conv('NCHWc: Conv 3x3 pad 1, 32 → 48 channels (input gradient from the kernel directly)', [4, 32, 8, 8], [48, 32, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('NCHWc: depthwise Conv 3x3 pad 1, 16 channels', [5, 16, 8, 8], [16, 1, 3, 3], { pads: [1, 1, 1, 1], group: 16 }),
   conv('NCHWc: Conv 3x3 stride 2 pad 1, 16 → 32 channels, no bias', [8, 16, 12, 12], [32, 16, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }, false),
   // 32 input channels x 9 taps: the filter gradient in its convolution form, blocked (dilated by the stride)

@@ -256,20 +256,22 @@ function flippedKernel(b: GraphBuilder, w: string, ws: number[], group: number):
   const r = ws.length - 2;
   const [cout, cinG] = [ws[0]!, ws[1]!];
   const k = ws.slice(2);
-  let t: string;
-  if (group === 1) t = b.op('Transpose', [w], { perm: [1, 0, ...range(2, r + 2)] });
-  else {
-    const g5 = b.reshape(w, [group, cout / group, cinG, ...k]);
-    t = b.reshape(b.op('Transpose', [g5], { perm: [0, 2, 1, ...range(3, r + 3)] }), [cinG * group, cout / group, ...k]);
-  }
   const taps = k.reduce((p, d) => p * d, 1);
-  if (taps === 1) return t;
   // flipping every spatial axis reverses the row-major tap index: a GEMM with the anti-identity [taps, taps]
   // (exact: one product by 1 and zeros per output); 0.3-0.4 ms for a 256x256x3x3 kernel in onnxruntime,
   // where a Slice with step −1 moves single floats (3.3-3.6 ms)
-  const reverse = new Float32Array(taps * taps);
-  for (let i = 0; i < taps; i++) reverse[i * taps + (taps - 1 - i)] = 1;
-  return b.reshape(b.op('MatMul', [b.reshape(t, [cinG * cout, taps]), b.constF(reverse, [taps, taps])]), [cinG * group, cout / group, ...k]);
+  let flipped = w;
+  if (taps > 1) {
+    const reverse = new Float32Array(taps * taps);
+    for (let i = 0; i < taps; i++) reverse[i * taps + (taps - 1 - i)] = 1;
+    flipped = b.reshape(b.op('MatMul', [b.reshape(w, [cout * cinG, taps]), b.constF(reverse, [taps, taps])]), ws);
+  }
+  b.setShape(flipped, ws);
+  // then the channel axes exchanged (last, so that the blocked-layout pass can reorder the flipped kernel
+  // straight from it, see nchwc.ts)
+  if (group === 1) return b.op('Transpose', [flipped], { perm: [1, 0, ...range(2, r + 2)] });
+  const g5 = b.reshape(flipped, [group, cout / group, cinG, ...k]);
+  return b.reshape(b.op('Transpose', [g5], { perm: [0, 2, 1, ...range(3, r + 3)] }), [cinG * group, cout / group, ...k]);
 }
 
 /**
