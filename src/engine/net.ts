@@ -25,8 +25,6 @@ export interface LogitsOptions {
    * backward in one onnxruntime call (it checks the gradient that arrives and recomputes when it differs).
    */
   ceTarget?: Float32Array;
-  /** weight of that cross-entropy in the loss (default 1) */
-  ceScale?: number;
   /**
    * x is [clean; adversarial] and the loss is TRADES' (see CompiledRunOptions.trades): one onnxruntime call
    * on the compiled engine, checked like `ceTarget`.
@@ -89,7 +87,7 @@ export class Net {
     if (this.compiled) {
       try {
         return this.compiled.run(x, this.params(o.overrides), {
-          training: o.training, gradX: o.gradX ?? true, gradParams: o.gradParams ?? true, seed: o.seed, ceTarget: o.ceTarget, ceScale: o.ceScale,
+          training: o.training, gradX: o.gradX ?? true, gradParams: o.gradParams ?? true, seed: o.seed, ceTarget: o.ceTarget,
           trades: o.trades, bnGroups: o.bnGroups,
         });
       } catch (e) {

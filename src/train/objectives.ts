@@ -1,7 +1,7 @@
 // Training objectives behind one interface. `prepare` runs outside the gradient tape (attacks, noise) and
 // returns the loss to differentiate.
 import { tf } from '../tfjs/tf.js';
-import type { Net } from '../engine/net.js';
+import type { LogitsOptions, Net } from '../engine/net.js';
 import { UserError } from '../util/errors.js';
 import { permutation, type Rng } from '../util/rng.js';
 import { pgdAttack, tradesAttack, type PgdConfig } from './attacks.js';
@@ -88,11 +88,11 @@ function pgdOf(c: ObjectiveConfig): PgdConfig {
 }
 
 /**
- * Logits for a training step; `ce` when the loss's gradient with respect to them is exactly that of a mean
- * cross-entropy against `target` weighted `scale` (one engine call).
+ * Logits for a training step; `hint` when the loss's gradient with respect to them is exactly that of a mean
+ * cross-entropy against `ceTarget` (or TRADES' loss on [clean; adversarial]), so the engine runs one call.
  */
-function logitsOf(ctx: StepContext, x: tf.Tensor, training: boolean, seed?: number, ce?: { target: Float32Array; scale?: number }) {
-  return ctx.net.logits(x, { training, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed, ceTarget: ce?.target, ceScale: ce?.scale });
+function logitsOf(ctx: StepContext, x: tf.Tensor, training: boolean, seed?: number, hint?: Pick<LogitsOptions, 'ceTarget' | 'trades' | 'bnGroups'>) {
+  return ctx.net.logits(x, { training, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed, ...hint });
 }
 
 function oneHotRows(labels: Int32Array, classes: number): Float32Array {
@@ -108,7 +108,7 @@ class Natural implements Objective {
   }
   prepare(ctx: StepContext, b: Batch): () => LossResult {
     return () => {
-      const r = logitsOf(ctx, b.x, true, ctx.seed, { target: oneHotRows(b.yd, ctx.net.classes) });
+      const r = logitsOf(ctx, b.x, true, ctx.seed, { ceTarget: oneHotRows(b.yd, ctx.net.classes) });
       return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
     };
   }
@@ -124,7 +124,7 @@ class Pgd implements Objective {
     const adv = pgdAttack(ctx.net.frozen(ctx.frozenOverrides), b.xd, b.yd, b.n, ctx.net.classes, pgdOf(this.config), ctx.rng);
     return () => {
       const xAdv = tf.tensor(adv, b.x.shape);
-      const r = logitsOf(ctx, xAdv, true, ctx.seed, { target: oneHotRows(b.yd, ctx.net.classes) });
+      const r = logitsOf(ctx, xAdv, true, ctx.seed, { ceTarget: oneHotRows(b.yd, ctx.net.classes) });
       return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
     };
   }
@@ -144,10 +144,7 @@ class Trades implements Objective {
       // two passes would be; the compiled engine computes forward, this loss's gradient and backward in one
       // call, the parameter gradients of both halves summed inside it. Running statistics: the adversarial
       // half's, the last pass as PyTorch leaves them
-      const r = ctx.net.logits(tf.concat([b.x, xAdv], 0), {
-        training: true, gradX: false, gradParams: true, overrides: ctx.overrides?.(), seed: ctx.seed,
-        trades: { labels: oneHotRows(b.yd, ctx.net.classes), beta: this.config.beta }, bnGroups: 2,
-      });
+      const r = logitsOf(ctx, tf.concat([b.x, xAdv], 0), true, ctx.seed, { trades: { labels: oneHotRows(b.yd, ctx.net.classes), beta: this.config.beta }, bnGroups: 2 });
       const [zNat, zAdv] = tf.split(r.logits, 2, 0) as [tf.Tensor, tf.Tensor];
       const updates = r.updates;
       const loss = tf.add(crossEntropy(zNat, b.y, ctx.net.classes), tf.mul(klBatchMean(zNat, zAdv), this.config.beta)) as tf.Scalar;
@@ -166,7 +163,7 @@ class Smooth implements Objective {
     const s = this.config.sigma;
     for (let i = 0; i < noisy.length; i++) noisy[i] = b.xd[i]! + s * ctx.rng.normal();
     return () => {
-      const r = logitsOf(ctx, tf.tensor(noisy, b.x.shape), true, ctx.seed, { target: oneHotRows(b.yd, ctx.net.classes) });
+      const r = logitsOf(ctx, tf.tensor(noisy, b.x.shape), true, ctx.seed, { ceTarget: oneHotRows(b.yd, ctx.net.classes) });
       return { loss: crossEntropy(r.logits, b.y, ctx.net.classes), logits: r.logits, updates: r.updates };
     };
   }

@@ -55,9 +55,9 @@ interface Forward {
 
 const configKey = (batch: number, o: CompiledRunOptions): string =>
   `${batch}|${o.bounds ? (o.bounds.spec ? 'crown' : 'ibp') : o.training}|${o.gradX}|${o.gradParams}${o.bounds ? '' : o.ceTarget ? '|ce' : o.trades ? '|trades' : ''}${(o.bnGroups ?? 1) > 1 ? `|groups ${o.bnGroups}` : ''}`;
-/** inputs of the fused training graph: the cross-entropy target, and its weight divided by the batch size */
+/** inputs of the fused training graph: the cross-entropy target, and 1/N */
 const CE_TARGET = 'ce_target';
-const CE_SCALE = 'ce_scale';
+const CE_PER_N = 'ce_per_n';
 /** inputs of the fused TRADES graph: one-hot labels of the clean half, β, and 1/N */
 const TRADES_LABELS = 'trades_labels';
 const TRADES_BETA = 'trades_beta';
@@ -141,7 +141,7 @@ function emitForward(p: PreparedGraph, batch: number, training: boolean, withInd
       const centred = n.inputs[2] ? fb.op('Sub', [n.inputs[2], mean]) : fb.op('Neg', [mean]);
       const bFolded = fb.op('Add', [fb.op('Mul', [centred, perChannel]), bias]);
       const conv = parseNode({ ...n.proto, input: [n.inputs[0]!, wFolded, bFolded], output: [bn.outputs[0]!] }, n.index);
-      emitNormalized(fb, conv, p.opset, consts, (v) => (v === wFolded ? wShape : v === bFolded ? [wShape[0]!] : v === bn.outputs[0] ? shapeOf(n.outputs[0]!) : shapeOf(v)));
+      emitNormalized(fb, conv, p.opset, consts, (v) => (v === wFolded ? wShape : v === bFolded ? [wShape[0]!] : shapeOf(v)));
       continue;
     }
     if (n.opType === 'BatchNormalization' && training) {
@@ -479,8 +479,6 @@ export interface CompiledRunOptions {
    * no activation leaves onnxruntime; a gradient that arrives otherwise is recomputed by the two-call path.
    */
   ceTarget?: Float32Array;
-  /** weight of that cross-entropy (default 1): the gradient assumed is ceScale·(softmax(z) − ceTarget)/N */
-  ceScale?: number;
   /**
    * The batch is [clean; adversarial] (N rows each) and the loss is TRADES': CE(z_clean, labels) +
    * β·KL(softmax(z_clean) ‖ softmax(z_adv)), both averaged over N (labels one-hot, [N, classes]). Forward,
@@ -514,27 +512,33 @@ export interface LossGrad {
   loss?: Float32Array;
 }
 
-/**
- * Whether dlogits equals scale·(softmax(z) − target)/N, the gradient the fused training graph assumed, to
- * float32 rounding (relative to its largest entry).
- */
-function ceGradientMatches(logits: Float32Array, target: Float32Array, scale: number, dy: Float32Array, classes: number): boolean {
-  const n = logits.length / classes;
+/** log softmax of row `row` of logits [rows, classes], in float64 */
+function logSoftmaxRow(logits: Float32Array, row: number, classes: number): number[] {
+  const z = Array.from(logits.subarray(row * classes, (row + 1) * classes));
+  const max = Math.max(...z);
+  const lse = max + Math.log(z.reduce((p, v) => p + Math.exp(v - max), 0));
+  return z.map((v) => v - lse);
+}
+
+/** Whether dlogits equals the gradient a fused graph assumed, to float32 rounding (relative to its largest entry). */
+function gradientMatches(dy: Float32Array, expected: Float64Array): boolean {
   let worst = 0;
   let largest = 0;
-  for (let r = 0; r < n; r++) {
-    const o = r * classes;
-    let max = -Infinity;
-    for (let j = 0; j < classes; j++) max = Math.max(max, logits[o + j]!);
-    let sum = 0;
-    for (let j = 0; j < classes; j++) sum += Math.exp(logits[o + j]! - max);
-    for (let j = 0; j < classes; j++) {
-      const expected = (scale * (Math.exp(logits[o + j]! - max) / sum - target[o + j]!)) / n;
-      worst = Math.max(worst, Math.abs(dy[o + j]! - expected));
-      largest = Math.max(largest, Math.abs(expected));
-    }
-  }
+  expected.forEach((e, i) => {
+    worst = Math.max(worst, Math.abs(dy[i]! - e));
+    largest = Math.max(largest, Math.abs(e));
+  });
   return worst <= 1e-4 * largest + 1e-12;
+}
+
+/** The gradient the fused cross-entropy graph assumes: (softmax(z) − target)/N. */
+function ceLogitGrad(logits: Float32Array, target: Float32Array, classes: number): Float64Array {
+  const n = logits.length / classes;
+  const out = new Float64Array(logits.length);
+  for (let r = 0; r < n; r++) {
+    logSoftmaxRow(logits, r, classes).forEach((l, j) => (out[r * classes + j] = (Math.exp(l) - target[r * classes + j]!) / n));
+  }
+  return out;
 }
 
 /**
@@ -558,33 +562,22 @@ function tradesLogitGrad(b: GraphBuilder, logits: string, n: number, classes: nu
   return b.op('Concat', [dClean, dAdv], { axis: 0 });
 }
 
-/** Whether dlogits is TRADES' gradient (tradesLogitGrad) for these logits, to float32 rounding. */
-function tradesGradientMatches(logits: Float32Array, labels: Float32Array, beta: number, dy: Float32Array, classes: number): boolean {
+/** TRADES' gradient (tradesLogitGrad) for these logits [clean; adversarial], in float64. */
+function tradesLogitGradOf(logits: Float32Array, labels: Float32Array, beta: number, classes: number): Float64Array {
   const n = logits.length / classes / 2;
-  const logSoftmax = (row: number): number[] => {
-    const z = Array.from(logits.subarray(row * classes, (row + 1) * classes));
-    const max = Math.max(...z);
-    const lse = max + Math.log(z.reduce((p, v) => p + Math.exp(v - max), 0));
-    return z.map((v) => v - lse);
-  };
-  let worst = 0;
-  let largest = 0;
-  const check = (at: number, expected: number): void => {
-    worst = Math.max(worst, Math.abs(dy[at]! - expected));
-    largest = Math.max(largest, Math.abs(expected));
-  };
+  const out = new Float64Array(logits.length);
   for (let r = 0; r < n; r++) {
-    const lc = logSoftmax(r);
-    const la = logSoftmax(n + r);
+    const lc = logSoftmaxRow(logits, r, classes);
+    const la = logSoftmaxRow(logits, n + r, classes);
     const pc = lc.map(Math.exp);
     const d = lc.map((v, j) => v - la[j]!);
     const kl = pc.reduce((p, v, j) => p + v * d[j]!, 0);
     for (let j = 0; j < classes; j++) {
-      check(r * classes + j, (pc[j]! - labels[r * classes + j]! + beta * pc[j]! * (d[j]! - kl)) / n);
-      check((n + r) * classes + j, (beta * (Math.exp(la[j]!) - pc[j]!)) / n);
+      out[r * classes + j] = (pc[j]! - labels[r * classes + j]! + beta * pc[j]! * (d[j]! - kl)) / n;
+      out[(n + r) * classes + j] = (beta * (Math.exp(la[j]!) - pc[j]!)) / n;
     }
   }
-  return worst <= 1e-4 * largest + 1e-12;
+  return out;
 }
 
 /**
@@ -882,7 +875,7 @@ export class CompiledNet {
       const b = f.fb.clone('step');
       const classes = shapes.get(f.logits)!.at(-1)!;
       const dz = o.trades ? tradesLogitGrad(b, f.logits, batch / 2, classes)
-        : b.op('Mul', [b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), b.input(CE_TARGET, 'float32', [batch, classes])]), b.input(CE_SCALE, 'float32', [])]);
+        : b.op('Mul', [b.op('Sub', [b.op('Softmax', [f.logits], { axis: -1 }), b.input(CE_TARGET, 'float32', [batch, classes])]), b.input(CE_PER_N, 'float32', [])]);
       t.gradOutputs = differentiate(f, shapes, [...(o.gradX ? [f.xName] : []), ...gradParams], { bb: b, fwdValue: (v) => v, dlogits: dz });
       t.forwardOutputs = [...new Set([...outputs, ...t.gradOutputs])];
       t.fBytes = modelBytes(b, t.forwardOutputs);
@@ -1066,14 +1059,16 @@ export class CompiledNet {
     const compute = (): { value: tf.Tensor; byName: Map<string, OrtOut>; feeds: Record<string, Feed> } => {
       const c0 = performance.now();
       const feeds = this.feeds(f, x, params, masks, o);
-      if (t.fused) values = new Map([...params].map(([k, v]) => [k, { data: v.dataSync() as Float32Array, shape: v.shape }]));
-      if (t.fused && o.trades) {
-        feeds[TRADES_LABELS] = { data: o.trades.labels, shape: [x.shape[0]! / 2, f.classes] };
-        feeds[TRADES_BETA] = { data: Float32Array.of(o.trades.beta), shape: [] };
-        feeds[TRADES_PER_N] = { data: Float32Array.of(2 / x.shape[0]!), shape: [] };
-      } else if (t.fused) {
-        feeds[CE_TARGET] = { data: o.ceTarget!, shape: [x.shape[0]!, f.classes] };
-        feeds[CE_SCALE] = { data: Float32Array.of((o.ceScale ?? 1) / x.shape[0]!), shape: [] };
+      if (t.fused) {
+        values = new Map([...params].map(([k, v]) => [k, { data: v.dataSync() as Float32Array, shape: v.shape }]));
+        if (o.trades) {
+          feeds[TRADES_LABELS] = { data: o.trades.labels, shape: [x.shape[0]! / 2, f.classes] };
+          feeds[TRADES_BETA] = { data: Float32Array.of(o.trades.beta), shape: [] };
+          feeds[TRADES_PER_N] = { data: Float32Array.of(2 / x.shape[0]!), shape: [] };
+        } else {
+          feeds[CE_TARGET] = { data: o.ceTarget!, shape: [x.shape[0]!, f.classes] };
+          feeds[CE_PER_N] = { data: Float32Array.of(1 / x.shape[0]!), shape: [] };
+        }
       }
       const outs = s.forward.run(feeds, t.forwardOutputs);
       const byName = new Map(t.forwardOutputs.map((n, i) => [n, outs[i]!]));
@@ -1093,7 +1088,7 @@ export class CompiledNet {
           const dyData = dy.dataSync() as Float32Array;
           let gs: OrtOut[];
           const z = byName.get(f.logits)!.data as Float32Array;
-          if (t.fused && (o.trades ? tradesGradientMatches(z, o.trades.labels, o.trades.beta, dyData, f.classes) : ceGradientMatches(z, o.ceTarget!, o.ceScale ?? 1, dyData, f.classes))) {
+          if (t.fused && gradientMatches(dyData, o.trades ? tradesLogitGradOf(z, o.trades.labels, o.trades.beta, f.classes) : ceLogitGrad(z, o.ceTarget!, f.classes))) {
             gs = t.gradOutputs.map((n) => byName.get(n)!);
           } else if (t.fused) {
             // the loss was not the announced one: the two-call path with the gradient that arrived
