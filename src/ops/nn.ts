@@ -570,6 +570,37 @@ defineOp({
 });
 
 /**
+ * Per-channel sums over a [..., N, C, spatial...] activation and per-channel values widened to its maps, in
+ * forms onnxruntime runs well on small maps. Its broadcasting walks one span of H·W floats per example and
+ * channel, so a per-channel Mul on [128,256,2,2] takes 0.36 ms, and 0.035 ms once the per-channel operand
+ * is expanded to [C,2,2] (spans of C·H·W); a ReduceSum over the example and spatial axes takes 0.15 ms
+ * there, 0.10 as a sum over examples of [N, C·H·W] rows and then over H·W (batch 128, 2 vCPUs, measured).
+ * Maps of more than SMALL_MAP pixels keep the plain forms; a map of 1 pixel needs no widening.
+ */
+const SMALL_MAP = 64;
+function smallMapChannelOps(shape: number[], channelAxis: number, axes: number[]): {
+  sum: (b: GraphBuilder, t: string) => string;
+  expand: (b: GraphBuilder, perChannel: string) => string;
+} {
+  const lead = shape.slice(0, channelAxis);
+  const channels = shape[channelAxis]!;
+  const maps = shape.slice(channelAxis + 1);
+  const pixels = maps.reduce((p, d) => p * d, 1);
+  // the per-channel values' shape: the groups axis kept (if any), examples and maps reduced to 1
+  const statShape = [...lead.slice(0, -1), 1, channels, ...maps.map(() => 1)];
+  const small = maps.length > 0 && pixels <= SMALL_MAP;
+  return {
+    sum: (b, t) => {
+      if (!small) return b.reduce('ReduceSum', t, axes, true);
+      let rows = b.reduce('ReduceSum', b.reshape(t, [...lead, channels * pixels]), [channelAxis - 1], true);
+      if (pixels > 1) rows = b.reduce('ReduceSum', b.reshape(rows, [...lead.slice(0, -1), 1, channels, pixels]), [channelAxis + 1], true);
+      return b.reshape(rows, statShape);
+    },
+    expand: (b, perChannel) => (small && pixels > 1 ? b.op('Expand', [perChannel, b.constI64([...statShape.slice(0, channelAxis + 1), ...maps])]) : perChannel),
+  };
+}
+
+/**
  * BatchNormalization in training mode lowered for the compiled engine: batch statistics over every axis but
  * the channels, y = (x − mean)·k + bias with k = scale/√(var + ε) per channel. Returns the output, the batch
  * mean and (biased) variance for the running statistics, and the region whose gradient is the closed form
@@ -587,15 +618,19 @@ export function batchNormTraining(b: GraphBuilder, x: string, scale: string, bia
   const axes = grouped ? [1, ...range(3, rank + 1)] : [0, ...range(2, rank)];
   const cs = [...(grouped ? [1, 1] : []), -1, ...new Array<number>(rank - 2).fill(1)];
   const count = axes.reduce((p, a) => p * gShape[a]!, 1);
+  const channelOps = smallMapChannelOps(gShape, grouped ? 2 : 1, axes);
   const first = b.nodes.length;
   const xg = grouped ? b.reshape(x, gShape) : x;
-  const mean = b.reduce('ReduceMean', xg, axes, true);
-  const xc = b.op('Sub', [xg, mean]);
-  const v = b.reduce('ReduceMean', b.op('Mul', [xc, xc]), axes, true);
+  const perCount = b.scalarF(1 / count);
+  const mean = b.op('Mul', [channelOps.sum(b, xg), perCount]);
+  const xc = b.op('Sub', [xg, channelOps.expand(b, mean)]);
+  const v = b.op('Mul', [channelOps.sum(b, b.op('Mul', [xc, xc])), perCount]);
   const inv = b.op('Reciprocal', [b.op('Sqrt', [b.op('Add', [v, b.scalarF(eps)])])]);
   const k = b.op('Mul', [inv, b.reshape(scale, cs)]);
-  if (grouped) b.add('Reshape', [b.op('Add', [b.op('Mul', [xc, k]), b.reshape(bias, cs)]), b.constI64(xShape)], {}, [y]);
-  else b.add('Add', [b.op('Mul', [xc, k]), b.reshape(bias, cs)], {}, [y]);
+  const kWide = channelOps.expand(b, k);
+  const normed = [b.op('Mul', [xc, kWide]), channelOps.expand(b, b.reshape(bias, cs))];
+  if (grouped) b.add('Reshape', [b.op('Add', normed), b.constI64(xShape)], {}, [y]);
+  else b.add('Add', normed, {}, [y]);
   // per-channel sums of the parts added up: a parameter's gradient is the sum over the parts
   const perChannel = (gb: GraphBuilder, t: string): string => gb.reshape(grouped ? gb.reduce('ReduceSum', t, [0], false) : t, [-1]);
   const region: GradRegion = {
@@ -605,14 +640,15 @@ export function batchNormTraining(b: GraphBuilder, x: string, scale: string, bia
       // dx = k·(dy − Σdy/n − x̂·inv·Σ(dy·xc)/n) = k·dy − (k·inv²·Σ(dy·xc)/n)·xc − k·Σdy/n
       const dy = grouped ? gb.reshape(dy0, gShape) : dy0;
       const [xcB, invB, kB] = [fwd(xc), fwd(inv), fwd(k)];
-      const sumDy = gb.reduce('ReduceSum', dy, axes, true);
-      const sumDyXc = gb.reduce('ReduceSum', gb.op('Mul', [dy, xcB]), axes, true);
+      const sumDy = channelOps.sum(gb, dy);
+      const sumDyXc = channelOps.sum(gb, gb.op('Mul', [dy, xcB]));
       let dx: string | undefined;
       if (need(0)) {
         const perN = gb.scalarF(-1 / count);
         const coefXc = gb.op('Mul', [gb.op('Mul', [kB, gb.op('Mul', [invB, invB])]), gb.op('Mul', [sumDyXc, perN])]);
         const shift = gb.op('Mul', [kB, gb.op('Mul', [sumDy, perN])]);
-        dx = gb.op('Add', [gb.op('Add', [gb.op('Mul', [dy, kB]), gb.op('Mul', [xcB, coefXc])]), shift]);
+        const wide = (t: string): string => channelOps.expand(gb, t);
+        dx = gb.op('Add', [gb.op('Add', [gb.op('Mul', [dy, fwd(kWide)]), gb.op('Mul', [xcB, wide(coefXc)])]), wide(shift)]);
         if (grouped) dx = gb.reshape(dx, xShape);
       }
       return [
