@@ -3,6 +3,7 @@
 // its native binding's `run` is synchronous. We call the binding directly (pinned onnxruntime-node
 // version; `available()` is false if a future layout hides it, and the engine is then not offered).
 import { createRequire } from 'node:module';
+import { writeFileSync } from 'node:fs';
 import { GraphBuilder } from '../onnx/builder.js';
 
 const require = createRequire(import.meta.url);
@@ -57,6 +58,9 @@ export interface OrtOut {
 
 // HYDRA_ORT_PROFILE=<prefix>: every session writes an onnxruntime profile (flushed by flushProfiles())
 const PROFILE = process.env.HYDRA_ORT_PROFILE;
+/** debugging: HYDRA_ORT_DUMP=prefix writes each session's model to prefix-N.onnx */
+const DUMP = process.env.HYDRA_ORT_DUMP;
+let dumpCount = 0;
 const profiled: SyncSession[] = [];
 let profileCount = 0;
 export function flushProfiles(): void {
@@ -74,6 +78,7 @@ export class SyncSession {
     if (!l) throw new Error('the onnxruntime-node native binding is not available');
     this.Tensor = l.Tensor;
     this.s = new l.b.binding.InferenceSession();
+    if (DUMP) writeFileSync(`${DUMP}-${dumpCount++}.onnx`, model);
     if (PROFILE && !opts.profile && opts.optimization !== 'disabled') opts = { ...opts, profile: `${PROFILE}-${profileCount++}` };
     this.s.loadModel(model.buffer, model.byteOffset, model.byteLength, {
       executionProviders: [{ name: 'cpu' }],
