@@ -59,6 +59,11 @@ const CASES: Case[] = [
   conv('Conv 3x3 stride 2 no pad 10x10: the last input row and column meet no window', [2, 3, 10, 10], [4, 3, 3, 3], { strides: [2, 2] }),
   conv('Conv 3x3 pad 1 on a 1x1 map (taps that read only padding are cropped)', [3, 4, 1, 1], [5, 4, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('Conv 3x3 stride 2 pad 1 on a 2x3 map (first row and column of taps cropped)', [2, 3, 2, 3], [4, 3, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  // one output pixel: a Gemm over x's window (the whole map, or its first pixels by a selection product)
+  conv('Conv 3x3 stride 2 pad 1 on a 2x2 map: one output pixel, its window the whole map', [3, 8, 2, 2], [6, 8, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('Conv 1x1 stride 2 on a 1x2 map: one output pixel reading the first', [3, 8, 1, 2], [6, 8, 1, 1], { strides: [2, 2] }),
+  // small maps: the strided input gradient's fold as a GEMM with its 0/1 matrix
+  conv('Conv 3x3 stride 2 pad 1 on a 4x4 map, 8 channels', [2, 8, 4, 4], [6, 8, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 3x3 stride 2 pad 1 odd size, 8 channels', [2, 8, 9, 9], [3, 8, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 5x5 stride 3 SAME_UPPER, 8 channels', [2, 8, 11, 11], [3, 8, 5, 5], { strides: [3, 3], auto_pad: 'SAME_UPPER' }),
   // batches large enough for the blocked-layout (NCHWc) kernels, on CPUs that have them (engine/compile/nchwc.ts):

@@ -15,6 +15,7 @@ import { GraphBuilder } from '../../onnx/builder.js';
 import { COMPILED_OPSET, batchNormTraining, opSpec, type GradCtx, type GradRegion, type GradRule } from '../../ops/index.js';
 import { emitNormalized, shapeLookup } from './normalize.js';
 import { withNchwcConvs } from './nchwc.js';
+import { alignedCopies } from '../../util/aligned.js';
 import { splitWeightPrep } from './hoist.js';
 import { NotCompilableError } from './errors.js';
 import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds, type CrownOptions } from './bounds.js';
@@ -629,7 +630,11 @@ export class FrozenNet {
       if (!prepared) {
         const started = performance.now();
         const out = a.prep.run(weights(a.t.prep.inputs, {}), a.t.prep.outputs);
-        prepared = new Map(a.t.prep.outputs.map((n, i) => [n, out[i]!]));
+        // the convolutions of every call read the blocked filters among them: copied to aligned memory (util/aligned.ts)
+        const floats = out.filter((o) => o.data instanceof Float32Array);
+        const copies = alignedCopies(floats.map((o) => o.data as Float32Array));
+        const aligned = new Map(floats.map((o, i) => [o, { data: copies[i]!, shape: o.shape }]));
+        prepared = new Map(a.t.prep.outputs.map((n, i) => [n, aligned.get(out[i]!) ?? out[i]!]));
         this.prepared.set(a.key, prepared);
         this.net.recordAttackPrep(a, performance.now() - started);
       }
