@@ -602,6 +602,8 @@ export class FrozenNet {
   private readonly calls = new Map<string, number>();
   /** per session key: the outputs of its weight-only part for these weights (fed sessions) */
   private readonly prepared = new Map<string, Map<string, OrtOut>>();
+  /** hands the aligned memory of the prepared values back (on dispose) */
+  private readonly releases: (() => void)[] = [];
   constructor(private readonly net: CompiledNet, private readonly values: Map<string, Float32Array>) {}
 
   private session(batch: number, kind: AttackKind): AttackSession {
@@ -632,7 +634,8 @@ export class FrozenNet {
         const out = a.prep.run(weights(a.t.prep.inputs, {}), a.t.prep.outputs);
         // the convolutions of every call read the blocked filters among them: copied to aligned memory (util/aligned.ts)
         const floats = out.filter((o) => o.data instanceof Float32Array);
-        const copies = alignedCopies(floats.map((o) => o.data as Float32Array));
+        const { copies, release } = alignedCopies(floats.map((o) => o.data as Float32Array));
+        this.releases.push(release);
         const aligned = new Map(floats.map((o, i) => [o, { data: copies[i]!, shape: o.shape }]));
         prepared = new Map(a.t.prep.outputs.map((n, i) => [n, aligned.get(out[i]!) ?? out[i]!]));
         this.prepared.set(a.key, prepared);
@@ -697,6 +700,7 @@ export class FrozenNet {
     this.sessions.clear();
     this.calls.clear();
     this.prepared.clear();
+    for (const release of this.releases.splice(0)) release();
   }
 }
 
