@@ -137,6 +137,11 @@ test('SGD (with and without Nesterov) and Adam follow PyTorch’s update rules, 
     let ref = w0.slice();
     let buf: number[] = [];
     grads.forEach((gr, step) => {
+      if (step === 2) {
+        // the variable given another value between steps (HYDRA's masks do): the update starts from it
+        ref = ref.map((v, i) => (i % 3 ? v : 0));
+        w.assign(tf.tensor1d(ref));
+      }
       opt.apply(new Map([['w', w]]), { w: tf.tensor1d(gr) }, 0.1);
       // torch.optim.SGD: d = g + wd·w; buf = d (first step) or momentum·buf + d; step = buf or d + momentum·buf
       const d = gr.map((v, i) => v + 0.01 * ref[i]!);
