@@ -149,7 +149,9 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
         // [Cout, C·window]; onnxruntime's Conv runs one GEMM per image there, a matrix-vector product
         // (1.7-2.3 ms vs 0.4-0.5 for 128x512x512; 4.9 vs 2.6 ms for a fed 512x256x2x2, measured)
         const window = kept.reduce((p, k) => p * k, 1);
-        const xWindow = kept.every((k, i) => k === xs[i + 2]) ? ins[0]! : windowOf(ins[0]!, xs, kept);
+        const pixels = xs.slice(2).reduce((p, d) => p * d, 1);
+        // (a selection matrix of at most 64k entries; past that a Slice, whose gradient is a Pad)
+        const xWindow = kept.every((k, i) => k === xs[i + 2]) ? ins[0]! : pixels * window <= 65536 ? windowOf(ins[0]!, xs, kept) : b.slice(ins[0]!, kept.map(() => 0), kept, kept.map((_, i) => i + 2));
         const w2 = b.reshape(crop ? croppedWeight(crop) : ins[1]!, [ws[0]!, ws[1]! * window]);
         const y = b.op('Gemm', [b.reshape(xWindow, [xs[0]!, xs[1]! * window]), w2, ...(ins[2] ? [ins[2]] : [])], { transB: 1 });
         b.add('Reshape', [y, b.constI64([xs[0]!, ws[0]!, ...geo.out])], {}, [n.outputs[0]!]);
