@@ -99,6 +99,9 @@ function cpuInfo(): { model: string; cores: number; isa: string[] } {
   return { model: cpus[0]?.model ?? 'unknown', cores: cpus.length, isa: isa.length || flags.length ? isa : ['unknown'] };
 }
 
+/** per model: the compiled engine's weight handling per configuration once the timed steps ran ("baked" / "fed") */
+const weightHandling: Record<string, Record<string, string>> = {};
+
 function benchOurs(model: string, batch: number, seconds: number, backend: BackendChoice): Record<Workload, number> {
   const engine = selectEngine(backend);
   const graph = TfGraph.fromModel(loadModel(modelFile(model)));
@@ -117,6 +120,7 @@ function benchOurs(model: string, batch: number, seconds: number, backend: Backe
   out.natural_step = batch / timeIt(() => trainStep(net, natural, opt, xd, yd, shape, step++), seconds, TRAIN_WARMUP);
   const trades = makeObjective({ ...DEFAULT_OBJECTIVE, kind: 'trades', eps: 0.1, alpha: 0.01, steps: 10, beta: 6 });
   out.trades10_step = batch / timeIt(() => trainStep(net, trades, opt, xd, yd, shape, step++), seconds, TRAIN_WARMUP);
+  weightHandling[model] = Object.fromEntries(Object.entries(net.weightHandling()).map(([k, v]) => [k, v === undefined ? 'undecided' : v ? 'baked' : 'fed']));
   net.dispose();
   graph.dispose();
   return out;
@@ -169,6 +173,7 @@ const result = {
   engine: engine.description,
   torch: torchRuns[0] ? { version: torchRuns[0].torch_version, threads: torchRuns[0].threads, matmulGflops: torchRuns[0].matmul_gflops } : null,
   models: table,
+  weight_handling: weightHandling,
   // the first model's rows at top level, as tools read them (e.g. trades10_step.ratio)
   ...table[models[0]!],
 };
@@ -183,6 +188,10 @@ else {
   for (const m of models) for (const w of WORKLOADS) {
     const r = table[m]![w];
     lines.push(`| ${m} | ${w} | ${r.ours_img_s.toFixed(0)} | ${r.torch_img_s?.toFixed(0) ?? '-'} | ${r.ratio ? `${r.ratio.toFixed(2)}x` : '-'} |`);
+  }
+  for (const m of models) {
+    const h = Object.entries(weightHandling[m] ?? {});
+    if (h.length) lines.push(`${m} weights (batch|mode… → baked or fed): ${h.map(([k, v]) => `${k} → ${v}`).join('; ')}`);
   }
   process.stdout.write(`${lines.join('\n')}\n`);
 }

@@ -75,6 +75,11 @@ export class Net {
     return m;
   }
 
+  /** Per compiled configuration (training passes, attack kinds): weights baked into sessions (true), fed (false), or not yet decided. */
+  weightHandling(): Record<string, boolean | undefined> {
+    return this.compiled?.bakeChoices() ?? {};
+  }
+
   private fallback(e: unknown): void {
     if (!(e instanceof NotCompilableError)) throw e;
     this.fallbackReason = e.message;

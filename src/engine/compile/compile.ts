@@ -875,7 +875,9 @@ export class CompiledNet {
     if (st.make.length >= 2 && st.fedNets >= 2 && st.fedCall.length && st.bakedCall.length) {
       // per call: the median (a session's first call also warms it up)
       const median = (v: number[]): number => [...v].sort((p, q) => p - q)[v.length >> 1]!;
-      const perWeights = st.callsPerWeights.reduce((p, v) => p + v, 0) / st.callsPerWeights.length;
+      // calls per weight set: the median, not the mean: one evaluation's thousands of calls on a set must not
+      // make every later set bake (TRADES' p_clean forward shares the configuration: one call per set)
+      const perWeights = median(st.callsPerWeights);
       st.choice = median(st.make) + perWeights * median(st.bakedCall) <= (st.prep.length ? median(st.prep) : 0) + perWeights * median(st.fedCall);
     }
   }
@@ -1018,7 +1020,7 @@ export class CompiledNet {
 
   /** Which weight handling each configuration settled on (for reports). */
   bakeChoices(): Record<string, boolean | undefined> {
-    return Object.fromEntries([...this.bakeStats].map(([k, v]) => [k, v.choice]));
+    return Object.fromEntries([...[...this.bakeStats].map(([k, v]) => [k, v.choice] as const), ...[...this.attackStats].map(([k, v]) => [`attack ${k}`, v.choice] as const)]);
   }
 
   /** Feeds of a forward model: the input, parameters fed as inputs, Dropout masks, bound inputs. */
