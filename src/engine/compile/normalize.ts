@@ -95,54 +95,41 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
       // operand shapes declared for the pass that moves convolutions to blocked layouts (engine/compile/nchwc.ts)
       b.setShape(ins[0]!, xs);
       b.setShape(ins[1]!, ws);
-      // the kernel cropped to its live taps, as a product with a 0/1 selection matrix, W [Cout·Cin, taps] ×
-      // S [taps, kept taps]: its gradient is one GEMM too (a Slice's is a Pad, ~5 ns per element on kernels
-      // of 1-2 taps per axis)
       const kernel = ws.slice(2);
-      // x's leading window of `box` pixels per axis as [N·C, window pixels]: a product with a 0/1 selection
-      // matrix, whose gradient is one GEMM too (a Slice's is a Pad: 1.5 ms for [128,256,1,1] into 2x2 maps)
-      const windowOf = (x: string, shape: number[], box: number[]): string => {
-        const spatial = shape.slice(2);
-        const pixels = spatial.reduce((p, d) => p * d, 1);
-        const windowPixels = box.reduce((p, d) => p * d, 1);
-        const select = new Float32Array(pixels * windowPixels);
-        for (let j = 0; j < windowPixels; j++) {
-          // window pixel j (row-major over the box) is pixel `src` of the map
+      // A 0/1 matrix [cells of grid, cells of box] that picks the box (row-major, from `first` on) out of the
+      // grid, a constant of the graph as the model's own are (the backward graph embeds it instead of fetching
+      // it). Products with it take a kernel's live taps and a map's window; their gradients are one GEMM too
+      // (a Slice's is a Pad: ~5 ns per element on kernels of 1-2 taps per axis, 1.5 ms for [128,256,1,1] into
+      // 2x2 maps)
+      const boxSelection = (grid: number[], box: number[], first: number[]): string => {
+        const cells = grid.reduce((p, d) => p * d, 1);
+        const boxCells = box.reduce((p, d) => p * d, 1);
+        const select = new Float32Array(cells * boxCells);
+        for (let j = 0; j < boxCells; j++) {
+          // box cell j is cell `src` of the grid
           let src = 0;
-          for (let i = 0, rest = j; i < spatial.length; i++) {
+          for (let i = 0, rest = j; i < grid.length; i++) {
             const inner = box.slice(i + 1).reduce((p, k) => p * k, 1);
-            src = src * spatial[i]! + Math.floor(rest / inner);
+            src = src * grid[i]! + Math.floor(rest / inner) + first[i]!;
             rest %= inner;
           }
-          select[src * windowPixels + j] = 1;
+          select[src * boxCells + j] = 1;
         }
-        const selectName = b.constF(select, [pixels, windowPixels]);
-        consts.set(selectName, hostTensor('float32', [pixels, windowPixels], select));
-        return b.op('MatMul', [b.reshape(x, [shape[0]! * shape[1]!, pixels]), selectName]);
+        const name = b.constF(select, [cells, boxCells]);
+        consts.set(name, hostTensor('float32', [cells, boxCells], select));
+        return name;
       };
       const kept = crop ? crop.last.map((k, i) => k - crop.first[i]! + 1) : kernel;
+      // the kernel cropped to its live taps: W [Cout·Cin, taps] × S [taps, kept taps]
       const croppedWeight = (c: NonNullable<typeof crop>): string => {
         const taps = kernel.reduce((p, k) => p * k, 1);
-        const keptTaps = kept.reduce((p, k) => p * k, 1);
-        const select = new Float32Array(taps * keptTaps);
-        for (let j = 0; j < keptTaps; j++) {
-          // kept tap j (row-major over the kept box) is tap `src` of the full kernel
-          let src = 0;
-          for (let i = 0, rest = j; i < kernel.length; i++) {
-            const inner = kept.slice(i + 1).reduce((p, k) => p * k, 1);
-            src = src * kernel[i]! + Math.floor(rest / inner) + c.first[i]!;
-            rest %= inner;
-          }
-          select[src * keptTaps + j] = 1;
-        }
-        const flat = b.reshape(ins[1]!, [ws[0]! * ws[1]!, taps]);
-        const selectName = b.constF(select, [taps, keptTaps]);
-        // a constant of the graph, as the model's own are: the backward graph embeds it instead of fetching it
-        consts.set(selectName, hostTensor('float32', [taps, keptTaps], select));
-        const w = b.reshape(b.op('MatMul', [flat, selectName]), [ws[0]!, ws[1]!, ...kept]);
+        const w = b.reshape(b.op('MatMul', [b.reshape(ins[1]!, [ws[0]! * ws[1]!, taps]), boxSelection(kernel, kept, c.first)]), [ws[0]!, ws[1]!, ...kept]);
         b.setShape(w, [ws[0]!, ws[1]!, ...kept]);
         return w;
       };
+      // x's leading window of `box` pixels per axis, as [N·C, window pixels]
+      const windowOf = (x: string, shape: number[], box: number[]): string =>
+        b.op('MatMul', [b.reshape(x, [shape[0]! * shape[1]!, shape.slice(2).reduce((p, d) => p * d, 1)]), boxSelection(shape.slice(2), box, box.map(() => 0))]);
       if (a.int('group', 1) === 1 && geo.out.every((o) => o === 1) && geo.dilations.every((d) => d === 1) && (crop ? crop.pads : geo.pads).every((p) => p === 0) && kept.every((k, i) => k <= xs[i + 2]!)) {
         // one output pixel whose window lies inside the map (ResNet-18's layer4 at 32x32 input: 3x3 kernels on
         // 1x1 maps, the stride-2 ones on 2x2): a Gemm over the batch, x's window [N, C·window] times the kernel
