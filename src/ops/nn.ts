@@ -154,15 +154,15 @@ function conv(b: GraphBuilder, x: string, xShape: number[], w: string, wShape: n
   return b.op('Conv', [x, w], attrs);
 }
 
+/** Folds of at most this many matrix entries (16 KiB) run as a GEMM with the fold's matrix instead of Col2Im. */
+const FOLD_MATRIX_MAX = 4096;
+
 /**
  * Input gradient of a strided 2-D convolution: the columns Wᵀ·dy ([N, Cin·K·K, OH·OW], one batched MatMul)
  * summed back onto the input grid by Col2Im. Measured in onnxruntime (batch 128, 2 vCPUs): 6-10 ms vs
  * ConvTranspose's 8-11 and a sub-pixel convolution + DepthToSpace's 11-15 for a 3x3 stride-2 layer
  * 32→16 channels at 28x28; within noise of the sub-pixel form for 4x4 kernels.
  */
-/** Folds of at most this many matrix entries (16 KiB) run as a GEMM with the fold's matrix instead of Col2Im. */
-const FOLD_MATRIX_MAX = 4096;
-
 function col2ImInputGrad(b: GraphBuilder, dy: string, w: string, xs: number[], ws: number[], ys: number[], strides: number[], pads: number[], dil: number[]): string {
   const [cout, cin, kh, kw] = ws as [number, number, number, number];
   const [n, blocks] = [ys[0]!, ys[2]! * ys[3]!];

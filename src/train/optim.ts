@@ -22,9 +22,19 @@ interface OptimKernel {
   adam(w: number, g: number, m: number, v: number, n: number, lr: number, b1: number, b2: number, eps: number, wd: number, c1: number, c2: number): void;
 }
 
+/** A parameter's places in the optimizer kernel's memory (byte offsets): its state arrays and its weights. */
+interface ParamSlots {
+  n: number;
+  at: number[];
+  weightsAt: number;
+  /** the variable's array the weights were last copied out to */
+  holds?: Float32Array;
+}
+
 export class Optimizer {
   // the update runs in WebAssembly SIMD (src/util/wasm/optim.as.ts); its state (momentum, Adam's moments)
-  // stays in the kernel's memory between steps, the weights and gradients are copied in and the new weights out
+  // and a copy of the weights stay in the kernel's memory between steps; the gradients are copied in, the new
+  // weights out, and the weights in only when a variable holds another array than the one last written
   private kernel?: OptimKernel;
   /** end of the kernel's used memory (bytes) */
   private top = 0;
@@ -33,7 +43,7 @@ export class Optimizer {
    * variable's array those weights were last copied out to (while the variable still holds that array, the
    * kernel's copy is current and is not copied in again: a 45 MB copy per ResNet-18 step, ~8 ms)
    */
-  private readonly slots = new Map<string, { n: number; at: number[]; weightsAt: number; holds?: Float32Array }>();
+  private readonly slots = new Map<string, ParamSlots>();
   private scratch = { at: 0, n: 0 };
   private t = 0;
   constructor(readonly cfg: OptimizerConfig) {}
@@ -67,7 +77,7 @@ export class Optimizer {
     return at;
   }
 
-  private slotsOf(name: string, n: number): { slot: { n: number; at: number[]; weightsAt: number; holds?: Float32Array }; fresh: boolean } {
+  private slotsOf(name: string, n: number): { slot: ParamSlots; fresh: boolean } {
     const hit = this.slots.get(name);
     if (hit) {
       if (hit.n !== n) throw new Error(`parameter '${name}' changed size (${hit.n} → ${n}) under the optimizer`);
@@ -88,29 +98,29 @@ export class Optimizer {
       const w = v.dataSync() as Float32Array;
       const g = gt.dataSync() as Float32Array;
       const n = w.length;
-      const { slot: state, fresh } = this.slotsOf(name, n);
-      const slot = state.at;
+      const { slot, fresh } = this.slotsOf(name, n);
+      const stateAt = slot.at;
       if (this.scratch.n < n) this.scratch = { at: this.alloc(4 * n), n };
       const k = this.k;
-      const wAt = state.weightsAt;
+      const wAt = slot.weightsAt;
       const gAt = this.scratch.at;
       const mem = new Float32Array(k.memory.buffer);
-      if (state.holds !== w) mem.set(w, wAt / 4);
+      if (slot.holds !== w) mem.set(w, wAt / 4);
       mem.set(g, gAt / 4);
       if (c.name === 'sgd') {
         // PyTorch starts the momentum buffer at the first gradient
-        k.sgd(wAt, gAt, slot[0] ?? 0, n, lr, c.momentum, c.weightDecay, !!c.nesterov, fresh);
+        k.sgd(wAt, gAt, stateAt[0] ?? 0, n, lr, c.momentum, c.weightDecay, !!c.nesterov, fresh);
       } else {
         const b1 = c.beta1 ?? 0.9;
         const b2 = c.beta2 ?? 0.999;
-        k.adam(wAt, gAt, slot[0]!, slot[1]!, n, lr, b1, b2, c.eps ?? 1e-8, c.weightDecay, 1 - b1 ** this.t, 1 - b2 ** this.t);
+        k.adam(wAt, gAt, stateAt[0]!, stateAt[1]!, n, lr, b1, b2, c.eps ?? 1e-8, c.weightDecay, 1 - b1 ** this.t, 1 - b2 ** this.t);
       }
       // the new weights go back into the array the variable held (a fresh 45 MB per ResNet-18 step cost ~12 ms
       // of page faults), under a new tensor: consumers that cache by tensor identity (the compiled engine's
       // weights) see a new value. Nothing keeps a variable's old array across a step.
       w.set(mem.subarray(wAt / 4, wAt / 4 + n));
       v.assign(tf.tensor(w, v.shape));
-      state.holds = w;
+      slot.holds = w;
     }
   }
 
