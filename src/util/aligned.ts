@@ -29,7 +29,13 @@ export function alignedCopies(arrays: Float32Array[]): { copies: Float32Array[];
   pool.forEach((m, i) => {
     if (m.buffer.byteLength >= bytes && (at < 0 || m.buffer.byteLength < pool[at]!.buffer.byteLength)) at = i;
   });
-  const memory = at >= 0 ? pool.splice(at, 1)[0]! : new WebAssembly.Memory({ initial: Math.ceil(bytes / PAGE) });
+  let memory: WebAssembly.Memory;
+  try {
+    memory = at >= 0 ? pool.splice(at, 1)[0]! : new WebAssembly.Memory({ initial: Math.ceil(bytes / PAGE) });
+  } catch {
+    // no memory to be had (each reserves address space): unaligned is slower, not wrong
+    return { copies: arrays, release: () => {} };
+  }
   const copies = arrays.map((a, i) => {
     const copy = new Float32Array(memory.buffer, offsets[i], a.length);
     copy.set(a);
