@@ -257,7 +257,7 @@ function modelBytes(b: GraphBuilder, outputs: string[], portable = false): Uint8
 
 /** The builder a model is written from: outputs set, convolutions moved to NCHWc kernels unless `portable`. */
 function finished(b: GraphBuilder, outputs: string[], portable = false): GraphBuilder {
-  const m = portable ? b : withNchwcConvs(b, nchwcBlockSize());
+  const m = portable ? b : withNchwcConvs(b, nchwcBlockSize(), outputs);
   m.setOutputs(outputs);
   return m;
 }

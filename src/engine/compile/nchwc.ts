@@ -34,18 +34,30 @@ function constantValues(b: GraphBuilder): Set<string> {
  * onnxruntime does for a network's first layer; others need a multiple of 4) or depthwise (group = channels, one filter each, channels a
  * multiple of the block). Other convolutions, and maps of one pixel (a GEMM is better there), are left.
  */
-export function withNchwcConvs(src: GraphBuilder, block: number): GraphBuilder {
+export function withNchwcConvs(src: GraphBuilder, block: number, outputs: readonly string[]): GraphBuilder {
   if (block < 2 || !src.nodes.some((n) => n.opType === 'Conv' && !n.domain)) return src;
   const constant = constantValues(src);
   const b = src.clone('nchwc');
   const nodes = b.nodes.splice(0);
   const fromSource = channelTransposedFilters(b, nodes, block, constant);
+  const readers = new Map<string, NodeProto[]>();
+  for (const n of nodes) for (const v of n.input ?? []) if (v) readers.set(v, [...(readers.get(v) ?? []), n]);
+  const kept = new Set(outputs);
+  // a ReLU that is the only reader of a convolution's output runs inside the blocked convolution (its
+  // activation), as onnxruntime's own blocked graphs do: one pass over the activations less
+  const fusedRelus = new Set<NodeProto>();
   let rewritten = 0;
   for (const n of nodes) {
     if (n.opType === 'Transpose' && fromSource.has(n.output![0]!)) continue; // its convolution reorders the source
-    const done = n.opType === 'Conv' && !n.domain && rewrite(b, n, block, constant, fromSource);
-    if (done) rewritten++;
-    else b.nodes.push(n);
+    if (fusedRelus.has(n)) continue;
+    const y = n.output?.[0] ?? '';
+    const only = readers.get(y);
+    const relu = n.opType === 'Conv' && !kept.has(y) && only?.length === 1 && only[0]!.opType === 'Relu' && !only[0]!.domain ? only[0] : undefined;
+    const done = n.opType === 'Conv' && !n.domain && rewrite(b, n, block, constant, fromSource, relu?.output?.[0]);
+    if (done) {
+      rewritten++;
+      if (relu) fusedRelus.add(relu);
+    } else b.nodes.push(n);
   }
   return rewritten ? b : src;
 }
@@ -95,7 +107,8 @@ function plan(b: GraphBuilder, n: NodeProto, block: number, constant: Set<string
   return undefined;
 }
 
-function rewrite(b: GraphBuilder, n: NodeProto, block: number, constant: Set<string>, fromSource: Map<string, string>): boolean {
+/** `reluOutput`: the convolution's output goes through a ReLU of that output name, fused as its activation. */
+function rewrite(b: GraphBuilder, n: NodeProto, block: number, constant: Set<string>, fromSource: Map<string, string>, reluOutput?: string): boolean {
   const [x, w, bias] = n.input ?? [];
   const form = plan(b, n, block, constant);
   if (!form || !x || !w) return false;
@@ -121,8 +134,9 @@ function rewrite(b: GraphBuilder, n: NodeProto, block: number, constant: Set<str
   }
   const biasIn = !bias ? [] : [coutP === cout ? bias : b.op('Pad', [bias, b.constI64([0, coutP - cout])])];
   const yBlocked = b.fresh('nchwc');
-  b.nodes.push({ ...n, domain: NCHWC_DOMAIN, input: [xIn, wBlocked, ...biasIn], output: [yBlocked], name: `${n.name ?? ''}/nchwc` });
-  b.add('ReorderOutput', [yBlocked], { channels: cout, channels_last: 0 }, [n.output![0]!], NCHWC_DOMAIN);
+  const activation = reluOutput ? [{ name: 'activation', type: 3, s: Buffer.from('Relu') }] : [];
+  b.nodes.push({ ...n, domain: NCHWC_DOMAIN, input: [xIn, wBlocked, ...biasIn], output: [yBlocked], name: `${n.name ?? ''}/nchwc`, attribute: [...(n.attribute ?? []), ...activation] });
+  b.add('ReorderOutput', [yBlocked], { channels: cout, channels_last: 0 }, [reluOutput ?? n.output![0]!], NCHWC_DOMAIN);
   return true;
 }
 
