@@ -58,7 +58,12 @@ const CASES: Case[] = [
   conv('Conv 1x1 stride 2 even size: the last input row and column meet no window', [2, 8, 8, 8], [4, 8, 1, 1], { strides: [2, 2] }),
   conv('Conv 3x3 stride 2 no pad 10x10: the last input row and column meet no window', [2, 3, 10, 10], [4, 3, 3, 3], { strides: [2, 2] }),
   conv('Conv 3x3 pad 1 on a 1x1 map (taps that read only padding are cropped)', [3, 4, 1, 1], [5, 4, 3, 3], { pads: [1, 1, 1, 1] }),
-  conv('Conv 3x3 stride 2 pad 1 on a 2x3 map (first row and column of taps cropped)', [2, 3, 2, 3], [4, 3, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('Conv 3x3 stride 2 pad 1 on a 2x5 map (first row of taps cropped)', [2, 3, 2, 5], [4, 3, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  // maps no larger than the kernel: the convolution as its dense matrix, one Gemm (engine/compile/normalize.ts)
+  conv('Conv 3x3 pad 1 on a 2x2 map: a dense matrix', [3, 8, 2, 2], [6, 8, 3, 3], { pads: [1, 1, 1, 1] }),
+  conv('Conv 3x3 stride 2 pad 1 on a 2x3 map: a dense matrix, two output pixels', [2, 3, 2, 3], [4, 3, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('Conv 3x3 dilation 2 pad 2 on a 3x3 map: a dense matrix', [2, 4, 3, 3], [5, 4, 3, 3], { pads: [2, 2, 2, 2], dilations: [2, 2] }),
+  conv('Conv 2x2 pad 1 on a 2x2 map, no bias: a dense matrix, more outputs than inputs', [2, 4, 2, 2], [3, 4, 2, 2], { pads: [1, 1, 1, 1] }, false),
   // one output pixel: a Gemm over x's window (the whole map, or its first pixels by a selection product)
   conv('Conv 3x3 stride 2 pad 1 on a 2x2 map: one output pixel, its window the whole map', [3, 8, 2, 2], [6, 8, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   conv('Conv 1x1 stride 2 on a 1x2 map: one output pixel reading the first', [3, 8, 1, 2], [6, 8, 1, 1], { strides: [2, 2] }),

@@ -21,5 +21,7 @@ export function reduceTo(b: GraphBuilder, grad: string, gShape: number[], target
     if (i < off || (target[i - off] === 1 && gShape[i] !== 1)) axes.push(i);
   }
   const summed = axes.length ? b.reduce('ReduceSum', grad, axes, true) : grad;
-  return b.reshape(summed, target);
+  // (kept dimensions: already the target's shape when the ranks agree; a Reshape there copies when its output
+  // leaves the graph)
+  return off === 0 ? summed : b.reshape(summed, target);
 }
