@@ -89,6 +89,11 @@ const CASES: Case[] = [
   conv('Conv 3x3 stride 2 dilation 2', [2, 2, 11, 11], [3, 2, 3, 3], { strides: [2, 2], dilations: [2, 2] }),
   conv('Conv group 2', [2, 4, 7, 7], [6, 2, 3, 3], { group: 2, pads: [1, 1, 1, 1] }),
   conv('Conv depthwise stride 2', [2, 4, 8, 8], [4, 1, 3, 3], { group: 4, strides: [2, 2], pads: [1, 1, 1, 1] }),
+  // strided depthwise input gradients: dy spread with zeros, a stride-1 depthwise convolution (blocked from 16 channels)
+  conv('Conv depthwise 3x3 stride 2 pad 1 odd size, 16 channels', [4, 16, 9, 9], [16, 1, 3, 3], { group: 16, strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('Conv depthwise 5x5 stride 2 pad 2, 16 channels', [4, 16, 10, 10], [16, 1, 5, 5], { group: 16, strides: [2, 2], pads: [2, 2, 2, 2] }),
+  conv('Conv depthwise 1x1 stride 3 on 7x7, no bias: spread rows past the input cut off', [2, 3, 7, 7], [3, 1, 1, 1], { group: 3, strides: [3, 3] }, false),
+  conv('Conv depthwise 3x3 stride 2x1 asymmetric pads', [2, 3, 8, 7], [3, 1, 3, 3], { group: 3, strides: [2, 1], pads: [0, 1, 1, 0] }),
   conv('Conv auto_pad SAME_UPPER stride 2', [2, 2, 7, 7], [3, 2, 3, 3], { auto_pad: 'SAME_UPPER', strides: [2, 2] }),
   conv('Conv auto_pad SAME_LOWER', [2, 2, 6, 6], [3, 2, 4, 4], { auto_pad: 'SAME_LOWER' }),
   conv('Conv 5x5 stride 3', [2, 1, 14, 14], [2, 1, 5, 5], { strides: [3, 3], pads: [1, 1, 1, 1] }),
@@ -96,6 +101,9 @@ const CASES: Case[] = [
   // MobileNetV2's last blocks at 32×32 inputs: a 3×3 depthwise convolution on a 1×1 (and 2×2) map, all but the centre tap in the padding
   conv('Conv depthwise 3x3 pad 1 on a 1x1 map', [3, 4, 1, 1], [4, 1, 3, 3], { group: 4, pads: [1, 1, 1, 1] }),
   conv('Conv depthwise 3x3 pad 1 on a 2x2 map', [3, 4, 2, 2], [4, 1, 3, 3], { group: 4, pads: [1, 1, 1, 1] }),
+  // depthwise with one output pixel: a per-channel weighted sum of the window (engine/compile/normalize.ts)
+  conv('Conv depthwise 3x3 stride 2 pad 1 on a 2x2 map: one output pixel, the whole map its window', [3, 4, 2, 2], [4, 1, 3, 3], { group: 4, strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('Conv depthwise 2x2 stride 2 on a 3x3 map, no bias: one output pixel, its window the first 2x2', [3, 4, 3, 3], [4, 1, 2, 2], { group: 4, strides: [2, 2] }, false),
   conv('Conv 3x3 pad 1 on a 1x1 map', [3, 4, 1, 1], [2, 4, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('Conv 1-D stride 2', [2, 3, 12], [4, 3, 3], { strides: [2], pads: [1, 1] }),
   conv('ConvTranspose stride 2 pad 1 output_padding 1', [2, 3, 5, 5], [3, 2, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 1] }, true, 'ConvTranspose'),
@@ -167,6 +175,12 @@ const CASES: Case[] = [
   act('ReduceMax', { axes: [1], keepdims: 0 }, 3), act('ReduceMin', { axes: [1], keepdims: 1 }, 3), act('ReduceL1', { axes: [1] }, 3),
   act('ReduceL2', { axes: [1], keepdims: 0 }, 3), act('ReduceSumSquare', { axes: [0] }, 3), act('ReduceLogSumExp', { axes: [1] }, 3),
   act('ReduceProd', { axes: [1] }, 3), act('ReduceMean', { axes: [0, 1], keepdims: 0 }, 3),
+  {
+    // the mask is where the output equals x: both bounds, then only an upper one
+    name: 'Clip with min and max, then Clip with max only', x: [3, 5],
+    nodes: [node('MatMul', ['x', 'w'], ['h0']), node('Mul', ['h0', 'k'], ['h']), node('Clip', ['h', 'lo', 'hi'], ['c']), node('Mul', ['c', 'k2'], ['d']), node('Clip', ['d', '', 'hi'], ['y'])],
+    weights: { w: [5, 6] }, consts: { k: [[1], [3]], k2: [[1], [2]], lo: [[], [-0.5]], hi: [[], [0.7]] },
+  },
   {
     name: 'SiLU (Sigmoid·Mul), Sqrt, Pow, ReduceLogSum of positive values', x: [3, 5],
     nodes: [node('MatMul', ['x', 'w'], ['h']), node('Sigmoid', ['h'], ['s']), node('Mul', ['h', 's'], ['silu']), node('Softplus', ['silu'], ['p']),
