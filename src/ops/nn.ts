@@ -385,8 +385,9 @@ export function convFilterGrad(
   } else if (group === cin && cout === cin) {
     // depthwise: every image's every channel a group of its own, x [1, N·C, H, W] convolved with dy
     // [N·C, 1, OH, OW] as kernel, summed over the batch. No transposes, and a depthwise convolution, which
-    // the NCHWc pass runs blocked when N·C is whole blocks (1.6 vs 17 ms for [128,144,8,8] in the grouped
-    // form below, 2.4 vs 14 for [128,96,16,16] at stride 2; measured, onnxruntime 1.30, batch 128)
+    // the NCHWc pass runs blocked when N·C is whole blocks: 1.6 ms for [128,144,8,8] against 17 in the
+    // grouped form below, and 2.4 against 14 unblocked for [128,96,16,16] at stride 2 (measured, onnxruntime
+    // 1.30, batch 128)
     const full = conv(b, b.reshape(x, [1, n * cin, ...xs.slice(2)]), [1, n * cin, ...xs.slice(2)], b.reshape(dy, [n * cin, 1, ...ys.slice(2)]), [n * cin, 1, ...ys.slice(2)], { strides: dil, dilations: strides, pads, group: n * cin });
     const cropped = b.slice(full, new Array(r).fill(0), cropEnd, range(2, r + 2));
     out = b.reshape(b.reduce('ReduceSum', b.reshape(cropped, [n, cin, ...kernel]), [0], false), [cout, 1, ...kernel]);

@@ -104,9 +104,9 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
       // it). Products with it take a kernel's live taps and a map's window; their gradients are one GEMM too
       // (a Slice's is a Pad: ~5 ns per element on kernels of 1-2 taps per axis, 1.5 ms for [128,256,1,1] into
       // 2x2 maps)
-      const constMatrix = (data: Float32Array, rows: number, cols: number): string => {
-        const name = b.constF(data, [rows, cols]);
-        consts.set(name, hostTensor('float32', [rows, cols], data));
+      const constTensor = (data: Float32Array, shape: number[]): string => {
+        const name = b.constF(data, shape);
+        consts.set(name, hostTensor('float32', shape, data));
         return name;
       };
       const boxSelection = (grid: number[], box: number[], first: number[]): string => {
@@ -123,7 +123,7 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
           }
           select[src * boxCells + j] = 1;
         }
-        return constMatrix(select, cells, boxCells);
+        return constTensor(select, [cells, boxCells]);
       };
       const kept = crop ? crop.last.map((k, i) => k - crop.first[i]! + 1) : kernel;
       // the kernel cropped to its live taps: W [Cout·Cin, taps] × S [taps, kept taps]
@@ -202,9 +202,7 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
             if (inside) spread[(o * taps + t) * inPixels + inIndex] = 1;
           }
         }
-        const spreadShape = [1, outPixels, taps, inPixels];
-        const spreadName = b.constF(spread, spreadShape);
-        consts.set(spreadName, hostTensor('float32', spreadShape, spread));
+        const spreadName = constTensor(spread, [1, outPixels, taps, inPixels]);
         const dense = b.reshape(b.op('MatMul', [b.reshape(ins[1]!, [ws[0]!, 1, ws[1]!, taps]), spreadName]), [ws[0]! * outPixels, ws[1]! * inPixels]);
         const y = b.op('Gemm', [b.reshape(ins[0]!, [xs[0]!, xs[1]! * inPixels]), dense], { transB: 1 });
         const shaped = [xs[0]!, ws[0]!, ...geo.out];
