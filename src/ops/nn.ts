@@ -228,12 +228,9 @@ function depthwiseStridedInputGrad(b: GraphBuilder, dy: string, w: string, xs: n
   // (rows of the spread map past it cut off first)
   const kernel = ws.slice(2);
   const begin = kernel.map((k, i) => (k - 1) * dil[i]! - pads[i]!);
-  const spreadSize = [oh * sh, ow * sw];
-  const end = kernel.map((k, i) => xs[2 + i]! + (k - 1) * dil[i]! - begin[i]! - spreadSize[i]!);
-  if (end.some((e) => e < 0)) {
-    spread = b.slice(spread, [0, 0], spreadSize.map((d, i) => d + Math.min(0, end[i]!)), [2, 3]);
-    spreadSize.forEach((d, i) => { spreadSize[i] = d + Math.min(0, end[i]!); });
-  }
+  const end = kernel.map((k, i) => xs[2 + i]! + (k - 1) * dil[i]! - begin[i]! - [oh * sh, ow * sw][i]!);
+  const spreadSize = [oh * sh, ow * sw].map((d, i) => d + Math.min(0, end[i]!));
+  if (end.some((e) => e < 0)) spread = b.slice(spread, [0, 0], spreadSize, [2, 3]);
   const flipped = flippedKernel(b, w, ws, c);
   return conv(b, spread, [n, c, ...spreadSize], flipped, ws, { pads: [...begin, ...end.map((e) => Math.max(0, e))], dilations: dil, group: c, kernel_shape: kernel });
 }

@@ -126,25 +126,21 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
         return constTensor(select, [cells, boxCells]);
       };
       const kept = crop ? crop.last.map((k, i) => k - crop.first[i]! + 1) : kernel;
+      const size = (dims: number[]): number => dims.reduce((p, d) => p * d, 1);
+      const [taps, window, inPixels, outPixels] = [size(kernel), size(kept), size(xs.slice(2)), size(geo.out)];
       // the kernel cropped to its live taps: W [Cout·Cin, taps] × S [taps, kept taps]
       const croppedWeight = (c: NonNullable<typeof crop>): string => {
-        const taps = kernel.reduce((p, k) => p * k, 1);
         const w = b.reshape(b.op('MatMul', [b.reshape(ins[1]!, [ws[0]! * ws[1]!, taps]), boxSelection(kernel, kept, c.first)]), [ws[0]!, ws[1]!, ...kept]);
         b.setShape(w, [ws[0]!, ws[1]!, ...kept]);
         return w;
       };
-      // x's leading window of `box` pixels per axis, as [N·C, window pixels]
-      const windowOf = (x: string, shape: number[], box: number[]): string =>
-        b.op('MatMul', [b.reshape(x, [shape[0]! * shape[1]!, shape.slice(2).reduce((p, d) => p * d, 1)]), boxSelection(shape.slice(2), box, box.map(() => 0))]);
       const group = a.int('group', 1);
       const onePixel = geo.out.every((o) => o === 1) && geo.dilations.every((d) => d === 1) && (crop ? crop.pads : geo.pads).every((p) => p === 0) && kept.every((k, i) => k <= xs[i + 2]!);
-      // x's window as [N·C, window pixels]
+      // x's leading window of `kept` pixels per axis, as [N·C, window pixels]
       const windowRows = (): string => {
-        const window = kept.reduce((p, k) => p * k, 1);
-        const pixels = xs.slice(2).reduce((p, d) => p * d, 1);
         if (kept.every((k, i) => k === xs[i + 2])) return b.reshape(ins[0]!, [xs[0]! * xs[1]!, window]);
         // (a selection matrix of at most 64k entries; past that a Slice, whose gradient is a Pad)
-        if (pixels * window <= 65536) return windowOf(ins[0]!, xs, kept);
+        if (inPixels * window <= 65536) return b.op('MatMul', [b.reshape(ins[0]!, [xs[0]! * xs[1]!, inPixels]), boxSelection(xs.slice(2), kept, kept.map(() => 0))]);
         return b.reshape(b.slice(ins[0]!, kept.map(() => 0), kept, kept.map((_, i) => i + 2)), [xs[0]! * xs[1]!, window]);
       };
       if (onePixel && group > 1 && group === xs[1] && ws[0] === group && ws[1] === 1) {
@@ -152,7 +148,6 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
         // their centre on 1x1 maps, the stride-2 one on a 2x2 map): a per-channel weighted sum of the window,
         // elementwise work that onnxruntime's grouped Conv runs as one tiny GEMM per channel and image
         // (6.2 ms for [128,960,1,1], measured; its gradient as a ConvTranspose 11.7 ms for [128,576,2,2])
-        const window = kept.reduce((p, k) => p * k, 1);
         const w2 = b.reshape(crop ? croppedWeight(crop) : ins[1]!, [1, ws[0]!, window]);
         const weighted = b.op('Mul', [b.reshape(windowRows(), [xs[0]!, xs[1]!, window]), w2]);
         const summed = window === 1 ? weighted : b.reduce('ReduceSum', weighted, [2], true);
@@ -166,15 +161,11 @@ export function emitNormalized(b: GraphBuilder, n: Node, opset: number, consts: 
         // 1x1 maps, the stride-2 ones on 2x2): a Gemm over the batch, x's window [N, C·window] times the kernel
         // [Cout, C·window]; onnxruntime's Conv runs one GEMM per image there, a matrix-vector product
         // (1.7-2.3 ms vs 0.4-0.5 for 128x512x512; 4.9 vs 2.6 ms for a fed 512x256x2x2, measured)
-        const window = kept.reduce((p, k) => p * k, 1);
         const w2 = b.reshape(crop ? croppedWeight(crop) : ins[1]!, [ws[0]!, ws[1]! * window]);
         const y = b.op('Gemm', [b.reshape(windowRows(), [xs[0]!, xs[1]! * window]), w2, ...(ins[2] ? [ins[2]] : [])], { transB: 1 });
         b.add('Reshape', [y, b.constI64([xs[0]!, ws[0]!, ...geo.out])], {}, [n.outputs[0]!]);
         return;
       }
-      const taps = kernel.reduce((p, k) => p * k, 1);
-      const inPixels = xs.slice(2).reduce((p, d) => p * d, 1);
-      const outPixels = geo.out.reduce((p, d) => p * d, 1);
       if (group === 1 && inPixels <= taps && ws[0]! * ws[1]! * outPixels * inPixels <= DENSE_MAX) {
         // a map no larger than the kernel (ResNet-18's layer3 at 32x32 input: 3x3 kernels on 2x2 maps): the
         // convolution as the dense matrix it is, [Cout·out pixels, C·in pixels], one Gemm over the batch with
