@@ -15,6 +15,7 @@ import { DEFAULT_OBJECTIVE, makeObjective, rampAt } from '../src/train/objective
 import { Optimizer, learningRate } from '../src/train/optim.js';
 import { trainLoop, type TrainConfig } from '../src/train/trainer.js';
 import { makeRng } from '../src/util/rng.js';
+import { BakeChoice } from '../src/engine/compile/bake-choice.js';
 
 const engine = selectEngine('ort');
 const data = loadData('fashion-mnist');
@@ -122,6 +123,41 @@ for (const [file, what] of [['models/small_cnn.onnx', 'small CNN'], ['models/res
     const err = baked[k].reduce((m, v, i) => Math.max(m, Math.abs(v - fed[k][i]!)), 0);
     assert.ok(err <= 1e-4 * scale, `${k}: baked and fed differ by ${err} (largest ${scale})`);
   }
+});
+
+test('the attack sessions’ bake choice: the cheaper way per weight set, and a baked choice dropped when its later sets cost more than feeding', () => {
+  /** one weight set of `calls` calls: a baked session's making and call times, or a fed set's prep and call times */
+  const weightSet = (c: BakeChoice, calls: number, baked: { make: number; call: number }, fed: { prep: number; call: number }): boolean => {
+    const bakes = c.nextBakes();
+    const call = bakes ? baked.call : fed.call;
+    if (bakes) c.made(baked.make);
+    else c.prepped(fed.prep);
+    for (let i = 0; i < calls; i++) c.called(bakes, call);
+    c.released(bakes, calls, bakes ? baked.make + calls * call : 0);
+    return bakes;
+  };
+  // 10 calls per set (a TRADES step): baked 90 + 10·100 = 1090 ms, fed 60 + 10·95 = 1010 ms: two sets each way, then fed
+  const feed = new BakeChoice();
+  const trades = [0, 1, 2, 3, 4].map(() => weightSet(feed, 10, { make: 90, call: 100 }, { prep: 60, call: 95 }));
+  assert.deepEqual(trades, [true, true, false, false, false]);
+  assert.equal(feed.choice, false);
+  // 1000 calls per set (an evaluation), baked calls 1 ms faster: baked, and it stays while that holds
+  const bake = new BakeChoice();
+  const cheap = { make: 90, call: 10 };
+  const fed = { prep: 60, call: 11 };
+  for (let i = 0; i < 4; i++) weightSet(bake, 1000, cheap, fed);
+  assert.equal(bake.choice, true);
+  for (let i = 0; i < 5; i++) assert.equal(weightSet(bake, 1000, cheap, fed), true);
+  assert.equal(bake.choice, true);
+  // later sessions take 1.5 s to make: 11,500 ms per set against feeding's estimated 60 + 1000·11 = 11,060.
+  // Judged on the last 3 sets together: with one cheap set among them (10,090) baking still wins, then not
+  const slow = { make: 1500, call: 10 };
+  weightSet(bake, 1000, slow, fed);
+  weightSet(bake, 1000, slow, fed);
+  assert.equal(bake.choice, true, 'the last 3 sets still include a cheap one');
+  weightSet(bake, 1000, slow, fed);
+  assert.equal(bake.choice, false);
+  assert.equal(weightSet(bake, 1000, slow, fed), false);
 });
 
 test('SGD (with and without Nesterov) and Adam follow PyTorch’s update rules, in the SIMD lanes and the tail', () => {

@@ -16,6 +16,7 @@ import { COMPILED_OPSET, batchNormTraining, opSpec, type GradCtx, type GradRegio
 import { emitNormalized, shapeLookup } from './normalize.js';
 import { withNchwcConvs } from './nchwc.js';
 import { alignedCopies } from '../../util/aligned.js';
+import { BakeChoice } from './bake-choice.js';
 import { splitWeightPrep } from './hoist.js';
 import { NotCompilableError } from './errors.js';
 import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds, type CrownOptions } from './bounds.js';
@@ -712,6 +713,8 @@ interface AttackSession {
   baked: boolean;
   /** the weight-only part of a fed template */
   prep?: SyncSession;
+  /** a baked session: ms spent making it and in its calls */
+  spent?: number;
 }
 
 /**
@@ -719,17 +722,6 @@ interface AttackSession {
  * baked and on fed sessions, and how many calls one set of weights gets (a TRADES step: 10 PGD steps; an evaluation:
  * all of them).
  */
-interface AttackBakeStats {
-  make: number[];
-  bakedCall: number[];
-  fedCall: number[];
-  /** a fed session's weight-only part, once per weight set */
-  prep: number[];
-  callsPerWeights: number[];
-  /** weight sets tried with fed weights so far (baked: one `make` each) */
-  fedNets: number;
-  choice?: boolean;
-}
 
 /** A prepared graph compiled for onnxruntime (configurations compiled lazily, templates cached). */
 export class CompiledNet {
@@ -737,7 +729,7 @@ export class CompiledNet {
   private readonly sessions = new Map<string, TrainSessions>();
   private readonly attackTemplates = new Map<string, AttackTemplate>();
   private readonly fedAttackSessions = new Map<string, AttackSession>();
-  private readonly attackStats = new Map<string, AttackBakeStats>();
+  private readonly attackStats = new Map<string, BakeChoice>();
   private frozenNet?: { ids: unknown[]; net: FrozenNet };
   private step = 0;
   /** per configuration: measured ms per pass with baked weights (incl. session making) and with weight inputs */
@@ -834,17 +826,16 @@ export class CompiledNet {
   attackSession(batch: number, kind: AttackKind, values: Map<string, Float32Array>): AttackSession {
     const key = `${batch}|${kind}`;
     let st = this.attackStats.get(key);
-    if (!st) this.attackStats.set(key, (st = { make: [], bakedCall: [], fedCall: [], prep: [], callsPerWeights: [], fedNets: 0 }));
+    if (!st) this.attackStats.set(key, (st = new BakeChoice()));
     const forced = process.env.HYDRA_BAKE;
-    const bake = forced ? forced === '1' : st.choice ?? (st.make.length < 2 || st.fedNets >= 2);
-    if (bake) {
+    if (forced ? forced === '1' : st.nextBakes()) {
       const t = this.attackTemplate(batch, kind, true);
       const started = performance.now();
       const s = new SyncSession(withWeights(t.bytes, t.baked, values), { threads: this.threads });
-      st.make.push(performance.now() - started);
-      return { key, s, t, baked: true };
+      const made = performance.now() - started;
+      st.made(made);
+      return { key, s, t, baked: true, spent: made };
     }
-    st.fedNets++;
     let shared = this.fedAttackSessions.get(key);
     if (!shared) {
       const t = this.attackTemplate(batch, kind, false);
@@ -856,30 +847,18 @@ export class CompiledNet {
   }
 
   recordAttackPrep(a: AttackSession, ms: number): void {
-    const st = this.attackStats.get(a.key);
-    if (st && st.choice === undefined) st.prep.push(ms);
+    this.attackStats.get(a.key)?.prepped(ms);
   }
 
   recordAttackCall(a: AttackSession, ms: number): void {
-    const st = this.attackStats.get(a.key);
-    if (!st || st.choice !== undefined) return;
-    (a.baked ? st.bakedCall : st.fedCall).push(ms);
+    if (a.spent !== undefined) a.spent += ms;
+    this.attackStats.get(a.key)?.called(a.baked, ms);
   }
 
-  /** A FrozenNet is done with a session (after `calls` calls): a baked one is disposed, and the choice made once both ways were tried. */
+  /** A FrozenNet is done with a session (after `calls` calls): a baked one is disposed; the timings go to the bake choice. */
   releaseAttackSession(a: AttackSession, calls: number): void {
     if (a.baked) a.s.dispose();
-    const st = this.attackStats.get(a.key);
-    if (!st || st.choice !== undefined) return;
-    st.callsPerWeights.push(calls);
-    if (st.make.length >= 2 && st.fedNets >= 2 && st.fedCall.length && st.bakedCall.length) {
-      // per call: the median (a session's first call also warms it up)
-      const median = (v: number[]): number => [...v].sort((p, q) => p - q)[v.length >> 1]!;
-      // calls per weight set: the median, not the mean: one evaluation's thousands of calls on a set must not
-      // make every later set bake (TRADES' p_clean forward shares the configuration: one call per set)
-      const perWeights = median(st.callsPerWeights);
-      st.choice = median(st.make) + perWeights * median(st.bakedCall) <= (st.prep.length ? median(st.prep) : 0) + perWeights * median(st.fedCall);
-    }
+    this.attackStats.get(a.key)?.released(a.baked, calls, a.spent ?? 0);
   }
 
   private template(batch: number, o: CompiledRunOptions, bake: boolean): TrainTemplate {
