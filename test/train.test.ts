@@ -15,7 +15,7 @@ import { DEFAULT_OBJECTIVE, makeObjective, rampAt } from '../src/train/objective
 import { Optimizer, learningRate } from '../src/train/optim.js';
 import { trainLoop, type TrainConfig } from '../src/train/trainer.js';
 import { makeRng } from '../src/util/rng.js';
-import { BakeChoice } from '../src/engine/compile/bake-choice.js';
+import { BakeChoice, PassBakeChoice } from '../src/engine/compile/bake-choice.js';
 
 const engine = selectEngine('ort');
 const data = loadData('fashion-mnist');
@@ -158,6 +158,35 @@ test('the attack sessions’ bake choice: the cheaper way per weight set, and a 
   weightSet(bake, 1000, slow, fed);
   assert.equal(bake.choice, false);
   assert.equal(weightSet(bake, 1000, slow, fed), false);
+});
+
+test('the training passes’ bake choice: 3 passes each way, and a baked choice dropped when its last 3 passes are slower (median) than the fastest fed one', () => {
+  const c = new PassBakeChoice();
+  // alternating; the first pass of each way compiled its template and is not compared: fastest baked 20 ms,
+  // fed 25 (a warm-up pass of 60 ms does not count against feeding)
+  const times = { baked: [90, 20, 22], fed: [80, 60, 25] };
+  const order: boolean[] = [];
+  for (let i = 0; i < 6; i++) {
+    const bakes = c.nextBakes();
+    order.push(bakes);
+    c.passed(bakes, times[bakes ? 'baked' : 'fed'].shift()!);
+  }
+  assert.deepEqual(order, [true, false, true, false, true, false]);
+  assert.equal(c.choice, true);
+  // later baked passes slow down (session making grew): fed once the median of the last 3 is above 25 ms
+  for (const ms of [24, 24, 26]) c.passed(c.nextBakes(), ms);
+  assert.equal(c.choice, true, 'median of the last 3: 24 ms');
+  c.passed(c.nextBakes(), 30);
+  assert.equal(c.choice, false);
+  assert.equal(c.nextBakes(), false);
+  // fastest against fastest: fed 20 ms beats baked 24 although a warm-up pass makes fed's mean 40
+  const warm = new PassBakeChoice();
+  const warmTimes = { baked: [90, 24, 24], fed: [80, 60, 20] };
+  for (let i = 0; i < 6; i++) {
+    const bakes = warm.nextBakes();
+    warm.passed(bakes, warmTimes[bakes ? 'baked' : 'fed'].shift()!);
+  }
+  assert.equal(warm.choice, false);
 });
 
 test('SGD (with and without Nesterov) and Adam follow PyTorch’s update rules, in the SIMD lanes and the tail', () => {

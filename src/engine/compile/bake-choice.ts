@@ -68,3 +68,36 @@ export class BakeChoice {
     }
   }
 }
+
+/**
+ * Baked or fed weights for one training configuration (a batch size and pass kind), from its passes' times,
+ * session making included: the first passes alternate, 3 each way, and the way with the faster pass is kept
+ * (the first of each way also compiled its template and is not compared; the fastest, not the mean, because
+ * these passes run while the process warms up, which only ever adds time: a ViT natural-step bench chose
+ * baked weights on means and ran at 44 img/s, 77 fed). A baked choice stays on trial as the attack sessions'
+ * does: when the median of its last 3 passes is slower than the fastest fed pass, passes are fed from then on.
+ */
+export class PassBakeChoice {
+  private readonly baked: number[] = [];
+  private readonly fed: number[] = [];
+  /** after a baked choice: the last 3 baked passes */
+  private readonly recent: number[] = [];
+  choice?: boolean;
+
+  nextBakes(): boolean {
+    return this.choice ?? this.baked.length <= this.fed.length;
+  }
+
+  passed(baked: boolean, ms: number): void {
+    const fastestFed = (): number => Math.min(...this.fed.slice(1));
+    if (this.choice === undefined) {
+      (baked ? this.baked : this.fed).push(ms);
+      if (this.baked.length >= 3 && this.fed.length >= 3) this.choice = Math.min(...this.baked.slice(1)) <= fastestFed();
+      return;
+    }
+    if (!this.choice || !baked) return;
+    this.recent.push(ms);
+    if (this.recent.length > 3) this.recent.shift();
+    if (this.recent.length === 3 && median(this.recent) > fastestFed()) this.choice = false;
+  }
+}

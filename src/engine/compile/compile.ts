@@ -16,7 +16,7 @@ import { COMPILED_OPSET, batchNormTraining, opSpec, type GradCtx, type GradRegio
 import { emitNormalized, shapeLookup } from './normalize.js';
 import { withNchwcConvs } from './nchwc.js';
 import { alignedCopies } from '../../util/aligned.js';
-import { BakeChoice } from './bake-choice.js';
+import { BakeChoice, PassBakeChoice } from './bake-choice.js';
 import { splitWeightPrep } from './hoist.js';
 import { NotCompilableError } from './errors.js';
 import { BOUNDS_EPS, BOUNDS_OUT, BOUNDS_SPEC, emitBounds, type CrownOptions } from './bounds.js';
@@ -733,7 +733,7 @@ export class CompiledNet {
   private frozenNet?: { ids: unknown[]; net: FrozenNet };
   private step = 0;
   /** per configuration: measured ms per pass with baked weights (incl. session making) and with weight inputs */
-  private readonly bakeStats = new Map<string, { baked: number[]; inputs: number[]; choice?: boolean }>();
+  private readonly bakeStats = new Map<string, PassBakeChoice>();
 
   constructor(readonly p: PreparedGraph, readonly threads?: number) {}
 
@@ -974,27 +974,16 @@ export class CompiledNet {
    */
   /**
    * Bake or not: baked weights let onnxruntime pre-pack convolutions but cost new sessions per weight
-   * update. Unless told, the first passes of each configuration try both (3 each, timed including session
-   * making) and the faster one is kept.
+   * update. Unless told, the first passes of each configuration try both (PassBakeChoice).
    */
   private chooseBake(key: string, o: CompiledRunOptions): { bake: boolean; record?: (ms: number) => void } {
     if (o.bake !== undefined) return { bake: o.bake };
     if (process.env.HYDRA_BAKE) return { bake: process.env.HYDRA_BAKE === '1' };
     let st = this.bakeStats.get(key);
-    if (!st) this.bakeStats.set(key, (st = { baked: [], inputs: [] }));
-    if (st.choice !== undefined) return { bake: st.choice };
-    const bake = st.baked.length <= st.inputs.length;
-    return {
-      bake,
-      record: (ms) => {
-        (bake ? st!.baked : st!.inputs).push(ms);
-        if (st!.baked.length >= 3 && st!.inputs.length >= 3) {
-          // the first baked pass also compiled the template: compare the later passes
-          const mean = (a: number[]) => a.slice(1).reduce((p, v) => p + v, 0) / (a.length - 1);
-          st!.choice = mean(st!.baked) <= mean(st!.inputs);
-        }
-      },
-    };
+    if (!st) this.bakeStats.set(key, (st = new PassBakeChoice()));
+    const bake = st.nextBakes();
+    // undecided passes are timed for the choice, and baked passes after a baked choice for its trial
+    return { bake, ...(st.choice === false ? {} : { record: (ms: number) => st!.passed(bake, ms) }) };
   }
 
   /** Which weight handling each configuration settled on (for reports). */
