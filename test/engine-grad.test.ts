@@ -84,6 +84,9 @@ const CASES: Case[] = [
   // 32 input channels x 9 taps: the filter gradient in its convolution form, blocked (dilated by the stride)
   conv('NCHWc: filter gradient as a convolution, 32 → 16 channels, batch 16', [16, 32, 6, 6], [16, 32, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('NCHWc: filter gradient as a convolution, stride 2', [4, 32, 9, 9], [16, 32, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  // its kernel (dy) spans more than its 3x3 output: the blocked input padded by a Pad, batch 20 padded to 32 channels
+  conv('NCHWc: filter gradient as a convolution, asymmetric pads, batch 20', [20, 32, 6, 6], [16, 32, 3, 3], { pads: [0, 1, 2, 1] }),
+  conv('NCHWc: depthwise Conv 5x5, asymmetric pads', [4, 16, 9, 9], [16, 1, 5, 5], { group: 16, pads: [1, 2, 3, 2] }),
   conv('Conv 3x3 stride 2x1 asymmetric pads', [2, 2, 8, 7], [3, 2, 3, 3], { strides: [2, 1], pads: [0, 1, 1, 0] }, false),
   conv('Conv 3x3 dilation 2 pad 2', [2, 2, 9, 9], [3, 2, 3, 3], { dilations: [2, 2], pads: [2, 2, 2, 2] }),
   conv('Conv 3x3 stride 2 dilation 2', [2, 2, 11, 11], [3, 2, 3, 3], { strides: [2, 2], dilations: [2, 2] }),
