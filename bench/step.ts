@@ -1,0 +1,105 @@
+// npm run bench:step -- MODEL [--batch 128] [--kind natural|trades|pgd] [--steps 10]
+// Times single training steps (or fused PGD calls) of one model on the compiled engine, step by step, with the
+// onnxruntime calls of the last steps listed (per session: its calls and their ms). For A/B comparisons of two
+// builds, and with HYDRA_ORT_PROFILE=prefix for onnxruntime's own per-kernel profiles (one JSON per session).
+// MODEL: models/<name>.onnx, or a torchvision classifier of models/export_torchvision.py exported into .cache/.
+import fs from 'node:fs';
+import path from 'node:path';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { tf } from '../src/tfjs/tf.js';
+import { selectEngine } from '../src/engine/select.js';
+import { Net } from '../src/engine/net.js';
+import { loadModel } from '../src/onnx/model.js';
+import { TfGraph } from '../src/graph/graph.js';
+import { makeRng } from '../src/util/rng.js';
+import { DEFAULT_OBJECTIVE, makeObjective, type Objective } from '../src/train/objectives.js';
+import { Optimizer } from '../src/train/optim.js';
+import { SyncSession, flushProfiles } from '../src/engine/ort-sync.js';
+import { packageRoot } from '../src/data/dataset.js';
+
+const args = yargs(hideBin(process.argv))
+  .command('$0 <model>', 'time steps of one model')
+  .positional('model', { type: 'string', demandOption: true })
+  .option('batch', { type: 'number', default: 128 })
+  .option('kind', { choices: ['natural', 'trades', 'pgd'] as const, default: 'natural' as const })
+  .option('steps', { type: 'number', default: 10 })
+  .strict()
+  .parseSync();
+
+// every onnxruntime call, by session (numbered in order of first use)
+const calls: { session: string; ms: number }[] = [];
+const sessionIds = new WeakMap<SyncSession, string>();
+let sessions = 0;
+const run = SyncSession.prototype.run;
+SyncSession.prototype.run = function (this: SyncSession, ...a: Parameters<typeof run>) {
+  if (!sessionIds.has(this)) sessionIds.set(this, `session ${sessions++} (${this.inputNames.length} in, ${(a[1] ?? this.outputNames).length} out)`);
+  const started = performance.now();
+  const out = run.apply(this, a);
+  calls.push({ session: sessionIds.get(this)!, ms: performance.now() - started });
+  return out;
+};
+
+const name = args.model as string;
+const local = path.join(packageRoot(), 'models', `${name}.onnx`);
+const file = fs.existsSync(local) ? local : path.join(packageRoot(), '.cache', 'torchvision', `${name}.onnx`);
+if (!fs.existsSync(file)) throw new Error(`no ${local} nor ${file} (npm run bench -- --models ${name} exports torchvision classifiers)`);
+const net = new Net(TfGraph.fromModel(loadModel(file)), selectEngine('auto'));
+const batch = args.batch;
+const shape = [batch, ...net.inputShape];
+const rng = makeRng(0);
+const xd = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng());
+const yd = Int32Array.from({ length: batch }, () => Math.floor(rng() * net.classes));
+const opt = new Optimizer({ name: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 1e-4 });
+
+function trainStep(objective: Objective, step: number): void {
+  const vars = new Map(net.graph.trainableNames().map((n) => [n, net.graph.variables.get(n)!]));
+  const names = new Map([...vars].map(([k, v]) => [v.name, k]));
+  tf.tidy(() => {
+    const b = { x: tf.tensor(xd, shape), y: tf.tensor1d(yd, 'int32'), xd, yd, n: batch };
+    const lossFn = objective.prepare({ net, rng: makeRng(step), progress: 0.5, seed: step }, b);
+    let updates = new Map<string, tf.Tensor>();
+    const { grads } = tf.variableGrads(() => {
+      const r = lossFn();
+      updates = new Map([...r.updates].map(([k, v]) => [k, tf.keep(v)]));
+      return r.loss;
+    }, [...vars.values()]);
+    const named: Record<string, tf.Tensor> = {};
+    for (const [k, g] of Object.entries(grads)) named[names.get(k)!] = g;
+    opt.apply(vars, named, 0.01);
+    net.graph.applyUpdates(updates);
+    for (const u of updates.values()) u.dispose();
+  });
+}
+
+const times: number[] = [];
+let step: () => void;
+if (args.kind === 'pgd') {
+  const frozen = net.frozen();
+  const target = new Float32Array(batch * net.classes);
+  for (let i = 0; i < batch; i++) target[i * net.classes + yd[i]!] = 1;
+  let xAdv: Float32Array = xd.slice();
+  step = () => (xAdv = frozen.pgdStep(xAdv, xd, batch, target, 0.01, 0.1, 'linf').next);
+} else {
+  const objective = makeObjective(args.kind === 'natural' ? { ...DEFAULT_OBJECTIVE, kind: 'natural' } : { ...DEFAULT_OBJECTIVE, kind: 'trades', eps: 0.1, alpha: 0.01, steps: 10, beta: 6 });
+  let k = 0;
+  step = () => trainStep(objective, k++);
+}
+for (let s = 0; s < args.steps; s++) {
+  calls.length = 0;
+  const started = performance.now();
+  step();
+  times.push(performance.now() - started);
+  if (s >= args.steps - 2) {
+    const bySession = new Map<string, number[]>();
+    for (const c of calls) bySession.set(c.session, [...(bySession.get(c.session) ?? []), c.ms]);
+    const total = calls.reduce((p, c) => p + c.ms, 0);
+    console.log(`step ${s}: ${times.at(-1)!.toFixed(0)} ms, onnxruntime ${total.toFixed(0)} ms: ${[...bySession].map(([k, v]) => `${k} x${v.length} ${v.map((x) => x.toFixed(0)).join('/')}`).join('; ')}`);
+  }
+}
+const later = times.slice(Math.min(4, times.length - 1)).sort((a, b) => a - b);
+const median = later[later.length >> 1]!;
+console.log(`${name} ${args.kind} batch ${batch}: ms per step ${times.map((t) => t.toFixed(0)).join(' ')}; median after 4: ${median.toFixed(1)} ms = ${((batch / median) * 1000).toFixed(0)} img/s`);
+console.log(`weights: ${JSON.stringify(net.weightHandling())}`);
+flushProfiles();
+net.dispose();
