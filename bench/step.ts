@@ -2,21 +2,18 @@
 // Times single training steps (or fused PGD calls) of one model on the compiled engine, step by step, with the
 // onnxruntime calls of the last steps listed (per session: its calls and their ms). For A/B comparisons of two
 // builds, and with HYDRA_ORT_PROFILE=prefix for onnxruntime's own per-kernel profiles (one JSON per session).
-// MODEL: models/<name>.onnx, or a torchvision classifier of models/export_torchvision.py exported into .cache/.
-import fs from 'node:fs';
-import path from 'node:path';
+// MODEL: models/<name>.onnx, or a torchvision classifier of models/export_torchvision.py (exported once into .cache/).
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { tf } from '../src/tfjs/tf.js';
 import { selectEngine } from '../src/engine/select.js';
 import { Net } from '../src/engine/net.js';
 import { loadModel } from '../src/onnx/model.js';
 import { TfGraph } from '../src/graph/graph.js';
 import { makeRng } from '../src/util/rng.js';
-import { DEFAULT_OBJECTIVE, makeObjective, type Objective } from '../src/train/objectives.js';
+import { DEFAULT_OBJECTIVE, makeObjective } from '../src/train/objectives.js';
 import { Optimizer } from '../src/train/optim.js';
 import { SyncSession, flushProfiles } from '../src/engine/ort-sync.js';
-import { packageRoot } from '../src/data/dataset.js';
+import { modelFile, trainStep } from './workloads.js';
 
 const args = yargs(hideBin(process.argv))
   .command('$0 <model>', 'time steps of one model')
@@ -41,36 +38,13 @@ SyncSession.prototype.run = function (this: SyncSession, ...a: Parameters<typeof
 };
 
 const name = args.model as string;
-const local = path.join(packageRoot(), 'models', `${name}.onnx`);
-const file = fs.existsSync(local) ? local : path.join(packageRoot(), '.cache', 'torchvision', `${name}.onnx`);
-if (!fs.existsSync(file)) throw new Error(`no ${local} nor ${file} (npm run bench -- --models ${name} exports torchvision classifiers)`);
-const net = new Net(TfGraph.fromModel(loadModel(file)), selectEngine('auto'));
+const net = new Net(TfGraph.fromModel(loadModel(modelFile(name))), selectEngine('auto'));
 const batch = args.batch;
 const shape = [batch, ...net.inputShape];
 const rng = makeRng(0);
 const xd = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng());
 const yd = Int32Array.from({ length: batch }, () => Math.floor(rng() * net.classes));
 const opt = new Optimizer({ name: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 1e-4 });
-
-function trainStep(objective: Objective, step: number): void {
-  const vars = new Map(net.graph.trainableNames().map((n) => [n, net.graph.variables.get(n)!]));
-  const names = new Map([...vars].map(([k, v]) => [v.name, k]));
-  tf.tidy(() => {
-    const b = { x: tf.tensor(xd, shape), y: tf.tensor1d(yd, 'int32'), xd, yd, n: batch };
-    const lossFn = objective.prepare({ net, rng: makeRng(step), progress: 0.5, seed: step }, b);
-    let updates = new Map<string, tf.Tensor>();
-    const { grads } = tf.variableGrads(() => {
-      const r = lossFn();
-      updates = new Map([...r.updates].map(([k, v]) => [k, tf.keep(v)]));
-      return r.loss;
-    }, [...vars.values()]);
-    const named: Record<string, tf.Tensor> = {};
-    for (const [k, g] of Object.entries(grads)) named[names.get(k)!] = g;
-    opt.apply(vars, named, 0.01);
-    net.graph.applyUpdates(updates);
-    for (const u of updates.values()) u.dispose();
-  });
-}
 
 const times: number[] = [];
 let step: () => void;
@@ -83,7 +57,7 @@ if (args.kind === 'pgd') {
 } else {
   const objective = makeObjective(args.kind === 'natural' ? { ...DEFAULT_OBJECTIVE, kind: 'natural' } : { ...DEFAULT_OBJECTIVE, kind: 'trades', eps: 0.1, alpha: 0.01, steps: 10, beta: 6 });
   let k = 0;
-  step = () => trainStep(objective, k++);
+  step = () => trainStep(net, objective, opt, xd, yd, shape, k++);
 }
 for (let s = 0; s < args.steps; s++) {
   calls.length = 0;

@@ -717,22 +717,17 @@ interface AttackSession {
   spent?: number;
 }
 
-/**
- * Per batch size and attack kind, what each weight handling costs: a baked session's making, the calls on
- * baked and on fed sessions, and how many calls one set of weights gets (a TRADES step: 10 PGD steps; an evaluation:
- * all of them).
- */
-
 /** A prepared graph compiled for onnxruntime (configurations compiled lazily, templates cached). */
 export class CompiledNet {
   private readonly templates = new Map<string, TrainTemplate>();
   private readonly sessions = new Map<string, TrainSessions>();
   private readonly attackTemplates = new Map<string, AttackTemplate>();
   private readonly fedAttackSessions = new Map<string, AttackSession>();
+  /** per batch size and attack kind: its weight handling, chosen from measured costs */
   private readonly attackStats = new Map<string, BakeChoice>();
   private frozenNet?: { ids: unknown[]; net: FrozenNet };
   private step = 0;
-  /** per configuration: measured ms per pass with baked weights (incl. session making) and with weight inputs */
+  /** per training configuration: its weight handling, chosen from its passes' times */
   private readonly bakeStats = new Map<string, PassBakeChoice>();
 
   constructor(readonly p: PreparedGraph, readonly threads?: number) {}
