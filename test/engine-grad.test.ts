@@ -86,6 +86,10 @@ const CASES: Case[] = [
   conv('NCHWc: filter gradient as a convolution, stride 2', [4, 32, 9, 9], [16, 32, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
   // its kernel (dy) spans more than its 3x3 output: the blocked input padded by a Pad, batch 20 padded to 32 channels
   conv('NCHWc: filter gradient as a convolution, asymmetric pads, batch 20', [20, 32, 6, 6], [16, 32, 3, 3], { pads: [0, 1, 2, 1] }),
+  // 4x4 stride-2 layers: the input gradient as a sub-pixel convolution (s·s phases per channel) and a Col2Im of non-overlapping blocks
+  conv('NCHWc: Conv 4x4 stride 2 pad 1, 8 → 16 channels: sub-pixel input gradient', [4, 8, 14, 14], [16, 8, 4, 4], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  conv('NCHWc: Conv 4x4 stride 2 asymmetric pads on an odd map: sub-pixel input gradient', [5, 8, 13, 13], [16, 8, 4, 4], { strides: [2, 2], pads: [1, 2, 0, 1] }),
+  conv('NCHWc: Conv 4x3 stride 2x1: sub-pixel input gradient with one phase across', [5, 16, 10, 9], [16, 16, 4, 3], { strides: [2, 1], pads: [1, 1, 1, 1] }, false),
   conv('NCHWc: depthwise Conv 5x5, asymmetric pads', [4, 16, 9, 9], [16, 1, 5, 5], { group: 16, pads: [1, 2, 3, 2] }),
   conv('Conv 3x3 stride 2x1 asymmetric pads', [2, 2, 8, 7], [3, 2, 3, 3], { strides: [2, 1], pads: [0, 1, 1, 0] }, false),
   conv('Conv 3x3 dilation 2 pad 2', [2, 2, 9, 9], [3, 2, 3, 3], { dilations: [2, 2], pads: [2, 2, 2, 2] }),
