@@ -59,11 +59,13 @@ if (args.kind === 'pgd') {
   let k = 0;
   step = () => trainStep(net, objective, opt, xd, yd, shape, k++);
 }
+const ortTimes: number[] = [];
 for (let s = 0; s < args.steps; s++) {
   calls.length = 0;
   const started = performance.now();
   step();
   times.push(performance.now() - started);
+  ortTimes.push(calls.reduce((p, c) => p + c.ms, 0));
   if (s >= args.steps - 2) {
     const bySession = new Map<string, number[]>();
     for (const c of calls) bySession.set(c.session, [...(bySession.get(c.session) ?? []), c.ms]);
@@ -76,7 +78,9 @@ for (let s = 0; s < args.steps; s++) {
 const skip = Math.min(Math.max(4, times.length >> 1), times.length - 1);
 const later = times.slice(skip).sort((a, b) => a - b);
 const median = later[later.length >> 1]!;
-console.log(`${name} ${args.kind} batch ${batch}: ms per step ${times.map((t) => t.toFixed(0)).join(' ')}; median after ${skip}: ${median.toFixed(1)} ms = ${((batch / median) * 1000).toFixed(0)} img/s`);
+const mean = (v: number[]): number => v.reduce((p, q) => p + q, 0) / v.length;
+const outside = mean(times.slice(skip)) - mean(ortTimes.slice(skip));
+console.log(`${name} ${args.kind} batch ${batch}: ms per step ${times.map((t) => t.toFixed(0)).join(' ')}; median after ${skip}: ${median.toFixed(1)} ms = ${((batch / median) * 1000).toFixed(0)} img/s; outside onnxruntime ${outside.toFixed(1)} ms a step (mean)`);
 console.log(`weights: ${JSON.stringify(net.weightHandling())}`);
 flushProfiles();
 net.dispose();

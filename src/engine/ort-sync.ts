@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
 import { GraphBuilder } from '../onnx/builder.js';
+import { defaultThreads } from '../util/threads.js';
 
 const require = createRequire(import.meta.url);
 
@@ -42,6 +43,7 @@ export function syncOrtAvailable(): boolean {
 }
 
 export interface SyncSessionOptions {
+  /** intra-op threads (0 or unset: one per physical core, see util/threads.ts) */
   threads?: number;
   /** onnxruntime graph optimizations ('all' unless debugging) */
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
@@ -82,7 +84,7 @@ export class SyncSession {
     if (PROFILE && !opts.profile && opts.optimization !== 'disabled') opts = { ...opts, profile: `${PROFILE}-${profileCount++}` };
     this.s.loadModel(model.buffer, model.byteOffset, model.byteLength, {
       executionProviders: [{ name: 'cpu' }],
-      intraOpNumThreads: opts.threads ?? 0,
+      intraOpNumThreads: opts.threads || defaultThreads(),
       interOpNumThreads: 1,
       graphOptimizationLevel: opts.optimization ?? (process.env.HYDRA_ORT_OPT as SyncSessionOptions['optimization']) ?? 'all',
       logSeverityLevel: 3,

@@ -7,6 +7,7 @@ import { encodeModel, type OnnxModel } from '../onnx/model.js';
 import { toSparseInitializers } from '../onnx/sparse.js';
 import { UserError } from '../util/errors.js';
 import { floatToHalf, halfToFloat } from '../onnx/tensor.js';
+import { defaultThreads } from '../util/threads.js';
 
 export type Provider = 'cpu' | 'cuda';
 
@@ -48,7 +49,7 @@ export async function createSession(model: OnnxModel | Uint8Array | string, opts
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: [provider],
     graphOptimizationLevel: 'all',
-    intraOpNumThreads: opts.threads ?? 0,
+    intraOpNumThreads: opts.threads || defaultThreads(),
     logSeverityLevel: 3,
     // idle pool threads spin by default (fastest for back-to-back runs); off when another thread needs the core
     extra: { session: { intra_op: { allow_spinning: opts.spin === false ? '0' : '1' } } },
