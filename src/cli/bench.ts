@@ -7,6 +7,7 @@ import { measureLatency, type LatencyResult } from '../runtime/latency.js';
 import { cpuInfo } from '../runtime/cpu.js';
 import { UserError } from '../util/errors.js';
 import { fmtInt, parseInputShapes, printJson, table } from './common.js';
+import { defaultThreads } from '../util/threads.js';
 
 interface Args { models: string[]; threads: number; batch: number; seconds: number; json: boolean; 'input-shape'?: string[] }
 
@@ -75,11 +76,11 @@ export const benchCommand: CommandModule<object, Args> = {
     }
     const cpu = cpuInfo();
     const runtime = `onnxruntime-node ${ort.env.versions.node ?? ''}`.trim();
-    if (args.json) return printJson({ cpu, runtime, threads: args.threads, batch: args.batch, seconds: args.seconds, rows });
+    if (args.json) return printJson({ cpu, runtime, threads: args.threads || defaultThreads(), batch: args.batch, seconds: args.seconds, rows });
     const x = (v: number | null | undefined): string => (v === null || v === undefined ? '' : ` (${v.toFixed(2)}x)`);
     const lines = [
       `CPU: ${cpu.model}, ${cpu.cores} cores, ${cpu.isa.join(' ') || 'no AVX2/AVX-512'}`,
-      `${runtime}, ${args.threads === 0 ? 'one thread per core' : `${args.threads} threads`}; batch 1: median and 90th percentile of single runs; batch ${args.batch}: images/s (~${args.seconds} s each after a warm-up)`,
+      `${runtime}, ${args.threads || defaultThreads()} threads${args.threads ? '' : ' (one per physical core)'}; batch 1: median and 90th percentile of single runs; batch ${args.batch}: images/s (~${args.seconds} s each after a warm-up)`,
       '',
       table(['file', 'bytes', 'params', 'MACs/image', 'batch-1 median ms', 'batch-1 p90 ms', `batch-${args.batch} img/s`], rows.map((r) => [
         r.file,

@@ -49,7 +49,7 @@ export interface SyncSessionOptions {
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** write an onnxruntime profile (JSON trace) with this file prefix */
   profile?: string;
-  /** let idle pool threads spin (faster for sessions run many times in a row; steals cores otherwise) */
+  /** false: pool threads never spin (by default they spin during a run and stop when it returns) */
   spin?: boolean;
 }
 
@@ -88,9 +88,11 @@ export class SyncSession {
       interOpNumThreads: 1,
       graphOptimizationLevel: opts.optimization ?? (process.env.HYDRA_ORT_OPT as SyncSessionOptions['optimization']) ?? 'all',
       logSeverityLevel: 3,
-      // several sessions are alive at once (forward, backward, attack): idle pool threads must sleep, not
-      // spin, or they steal the cores from the session that is working
-      extra: { session: { intra_op: { allow_spinning: process.env.HYDRA_ORT_SPIN ?? (opts.spin ? '1' : '0') }, inter_op: { allow_spinning: '0' } } },
+      // pool threads spin between the kernels of a run (a sleeping thread takes a wake-up per kernel) and stop
+      // when it returns: several sessions are alive at once (forward, backward, attack), and a thread left
+      // spinning steals a core from the next session's run (TRADES-10 on the small CNN: 114 ms a step with
+      // spinning left on, 49 with none; see the README's engine notes for the numbers with this setting)
+      extra: { session: { intra_op: { allow_spinning: process.env.HYDRA_ORT_SPIN ?? (opts.spin === false ? '0' : '1') }, inter_op: { allow_spinning: '0' }, force_spinning_stop: '1' } },
       ...(opts.profile ? { enableProfiling: true, profileFilePrefix: opts.profile } : {}),
     });
     if (opts.profile) profiled.push(this);

@@ -1,10 +1,10 @@
 // Choosing the engine that trains and attacks: tfjs-node(-gpu) when installed, else onnx-hydra's compiled
 // onnxruntime path, else the pure-JS tfjs cpu backend.
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import { tf, quietBackend } from '../tfjs/tf.js';
 import { syncOrtAvailable } from './ort-sync.js';
 import { UserError } from '../util/errors.js';
+import { defaultThreads } from '../util/threads.js';
 
 const require = createRequire(import.meta.url);
 
@@ -50,7 +50,7 @@ function ortDescription(): string {
   try {
     ver = (require('onnxruntime-node/package.json') as { version: string }).version;
   } catch { /* version unknown */ }
-  return `ort: onnx-hydra compiled graphs on onnxruntime-node ${ver} CPU (${os.cpus().length} threads), tfjs ${TFJS_VERSION} cpu for losses`;
+  return `ort: onnx-hydra compiled graphs on onnxruntime-node ${ver} CPU (${defaultThreads()} threads), tfjs ${TFJS_VERSION} cpu for losses`;
 }
 
 let selected: EngineInfo | undefined;

@@ -3,10 +3,11 @@
 // Inputs are uniform in [0,1] of the model's input shape; a warm-up precedes every measurement.
 import * as ort from 'onnxruntime-node';
 import { createSession, type Provider } from './ort.js';
+import { defaultThreads } from '../util/threads.js';
 
 export interface LatencyResult {
   provider: Provider;
-  /** intra-op threads asked for (0: onnxruntime's default, one per core) */
+  /** intra-op threads the session ran with (asked for, or one per physical core: util/threads.ts) */
   threads: number;
   batch1: { median_ms: number; p90_ms: number; runs: number };
   batchN: { batch: number; ms: number; images_per_second: number; runs: number };
@@ -22,7 +23,7 @@ const quantile = (xs: number[], q: number): number => {
  * about `seconds` after its warm-up (at least 5 runs).
  */
 export async function measureLatency(model: string | Uint8Array, perSample: number[], o: { batch?: number; threads?: number; provider?: Provider; seconds?: number } = {}): Promise<LatencyResult> {
-  const threads = o.threads ?? 0;
+  const threads = o.threads || defaultThreads();
   const s = await createSession(model, { provider: o.provider, threads });
   const seconds = o.seconds ?? 1;
   const feed = (b: number): Record<string, ort.Tensor> => {
