@@ -21,21 +21,22 @@ function physicalCores(cpus: number): number | undefined {
 }
 
 /**
- * Intra-op threads for an onnxruntime session asked to use the default: HYDRA_THREADS when set (a positive
- * integer), else the CPUs this process may use (its affinity), capped at the machine's physical cores.
+ * The thread count for: `env` (HYDRA_THREADS: a positive integer wins), else the `usable` CPUs (the process's
+ * affinity) capped at their share of the `physical` cores among `all` CPUs (hyperthreads counted once).
  */
-export function defaultThreads(): number {
-  if (cached !== undefined) return cached;
-  const env = process.env.HYDRA_THREADS;
+export function threadsFor(env: string | undefined, usable: number, all: number, physical: number | undefined): number {
   if (env !== undefined && env !== '') {
     const n = Number(env);
     if (!Number.isInteger(n) || n < 1) throw new UserError(`HYDRA_THREADS must be a positive integer, got '${env}'`);
-    return (cached = n);
+    return n;
   }
-  const usable = os.availableParallelism();
+  return Math.max(1, physical ? Math.round((usable * Math.min(physical, all)) / all) : usable);
+}
+
+/** Intra-op threads for an onnxruntime session asked to use the default (threadsFor on this process and machine). */
+export function defaultThreads(): number {
+  if (cached !== undefined) return cached;
   const all = os.cpus().length;
-  const physical = physicalCores(all);
-  // with hyperthreads, the usable CPUs hold about usable·physical/all cores
-  cached = Math.max(1, physical ? Math.round((usable * physical) / all) : usable);
+  cached = threadsFor(process.env.HYDRA_THREADS, os.availableParallelism(), all, physicalCores(all));
   return cached;
 }
