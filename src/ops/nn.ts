@@ -221,11 +221,11 @@ interface SubPixel { strides: [number, number]; taps: [number, number]; pads: [n
 function subPixelGeometry(xs: number[], ws: number[], ys: number[], strides: number[], pads: number[], dil: number[]): SubPixel | undefined {
   if (dil.some((d) => d !== 1) || ys.length !== 4) return undefined;
   const axes = [0, 1].map((i) => {
-    const [s, k, p] = [strides[i]!, ws[2 + i]!, pads[i]!];
-    const taps = Math.ceil(k / s);
+    const [s, p] = [strides[i]!, pads[i]!];
+    const taps = Math.ceil(ws[2 + i]! / s);
     // the phase grid covers the input and its begin pad in whole strides
     const grid = Math.ceil((p + xs[2 + i]!) / s);
-    return { s, k, p, taps, grid, extra: grid - ys[2 + i]! };
+    return { s, p, taps, grid, extra: grid - ys[2 + i]! };
   });
   if (axes.some((a) => a.extra < 0)) return undefined;
   const columnMacs = ys[2]! * ys[3]! * ws[2]! * ws[3]!;
