@@ -136,7 +136,7 @@ function rewrite(b: GraphBuilder, n: NodeProto, block: number, constant: Set<str
   const yBlocked = b.fresh('nchwc');
   const activation = reluOutput ? [{ name: 'activation', type: 3, s: Buffer.from('Relu') }] : [];
   let attribute = [...(n.attribute ?? []), ...activation];
-  const pads = form === 'blocked' ? padsBeforeBlocked(n, b.knownShape(x)!, [kh, kw]) : undefined;
+  const pads = form === 'blocked' ? padsBeforeBlocked(n, b.knownShape(x)!, [cout, kh, kw]) : undefined;
   if (pads) {
     xIn = padBlocked(b, xIn, b.knownShape(x)!, roundUp(cin, block), pads, block);
     attribute = attribute.filter((a) => a.name !== 'pads');
@@ -145,6 +145,9 @@ function rewrite(b: GraphBuilder, n: NodeProto, block: number, constant: Set<str
   b.add('ReorderOutput', [yBlocked], { channels: cout, channels_last: 0 }, [reluOutput ?? n.output![0]!], NCHWC_DOMAIN);
   return true;
 }
+
+/** Multiply-adds per padded input value from which a blocked convolution's input is padded first (see padsBeforeBlocked). */
+const PREPAD_MIN_MACS_PER_VALUE = 150;
 
 /**
  * The pads [top, left, bottom, right] to write out before a blocked convolution instead of leaving them to
@@ -157,19 +160,23 @@ function rewrite(b: GraphBuilder, n: NodeProto, block: number, constant: Set<str
  * depthwise filter gradients (x as [1, N·C, H, W]: the Pad copies whole activations; MobileNetV2's natural
  * step took 12.7 ms of Pads and ran slower), so only group-1 blocked convolutions take it.
  */
-function padsBeforeBlocked(n: NodeProto, xs: number[], ks: [number, number]): number[] | undefined {
+function padsBeforeBlocked(n: NodeProto, xs: number[], [cout, kh, kw]: [number, number, number]): number[] | undefined {
+  const ks = [kh, kw];
   const ints = (name: string, dflt: number[]): number[] => (n.attribute ?? []).find((a) => a.name === name)?.ints?.map(toNum) ?? dflt;
   const autoPad = Buffer.from((n.attribute ?? []).find((a) => a.name === 'auto_pad')?.s ?? []).toString();
   const pads = ints('pads', [0, 0, 0, 0]);
   if ((autoPad && autoPad !== 'NOTSET') || pads.every((v) => v === 0)) return undefined;
   const strides = ints('strides', [1, 1]);
   const dil = ints('dilations', [1, 1]);
-  const coversAll = [0, 1].every((i) => {
-    const extent = (ks[i]! - 1) * dil[i]! + 1;
-    const out = Math.floor((xs[2 + i]! + pads[i]! + pads[i + 2]! - extent) / strides[i]!) + 1;
-    return extent > out;
-  });
-  return coversAll ? pads : undefined;
+  const out = [0, 1].map((i) => Math.floor((xs[2 + i]! + pads[i]! + pads[i + 2]! - ((ks[i]! - 1) * dil[i]! + 1)) / strides[i]!) + 1);
+  const coversAll = [0, 1].every((i) => (ks[i]! - 1) * dil[i]! + 1 > out[i]!);
+  // the Pad copies the whole input (single-threaded, ~5 GB/s): worth it only for convolutions with many
+  // multiply-adds per input value. ResNet-18's filter gradients have 184-512 per padded value (layer 1: 4.66 →
+  // 2.41 ms for the convolution, 0.47 for the Pad); the small CNN's conv2 filter gradient, batch 256, has 100
+  // (1.41-1.44 → 1.22-1.29 ms for the convolution, 0.68-0.87 for the Pad: the training call ran slower)
+  const macs = xs[0]! * cout * out[0]! * out[1]! * xs[1]! * kh * kw;
+  const padded = xs[0]! * xs[1]! * (xs[2]! + pads[0]! + pads[2]!) * (xs[3]! + pads[1]! + pads[3]!);
+  return coversAll && macs >= PREPAD_MIN_MACS_PER_VALUE * padded ? pads : undefined;
 }
 
 /**
