@@ -7,7 +7,6 @@
 // runs is used, so machine drift does not favour us.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -20,6 +19,7 @@ import { modelFile, trainStep } from './workloads.js';
 import { DEFAULT_OBJECTIVE, makeObjective } from '../src/train/objectives.js';
 import { Optimizer } from '../src/train/optim.js';
 import { packageRoot } from '../src/data/dataset.js';
+import { cpuInfo } from '../src/runtime/cpu.js';
 
 const WORKLOADS = ['forward', 'input_grad', 'natural_step', 'trades10_step'] as const;
 type Workload = (typeof WORKLOADS)[number];
@@ -53,17 +53,6 @@ function timeIt(f: () => void, seconds: number, warmup = 3): number {
     times.push((performance.now() - t) / 1000);
   }
   return median(times);
-}
-
-/** CPU model, cores and the vector ISA extensions that decide kernel speed (x86 flags from /proc/cpuinfo). */
-function cpuInfo(): { model: string; cores: number; isa: string[] } {
-  const cpus = os.cpus();
-  let flags: string[] = [];
-  try {
-    flags = (/^flags\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').split(/\s+/);
-  } catch { /* not Linux */ }
-  const isa = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.includes(f));
-  return { model: cpus[0]?.model ?? 'unknown', cores: cpus.length, isa: isa.length || flags.length ? isa : ['unknown'] };
 }
 
 /** per model: the compiled engine's weight handling per configuration once the timed steps ran ("baked" / "fed") */

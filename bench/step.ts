@@ -69,8 +69,7 @@ for (let s = 0; s < args.steps; s++) {
   if (s >= args.steps - 2) {
     const bySession = new Map<string, number[]>();
     for (const c of calls) bySession.set(c.session, [...(bySession.get(c.session) ?? []), c.ms]);
-    const total = calls.reduce((p, c) => p + c.ms, 0);
-    console.log(`step ${s}: ${times.at(-1)!.toFixed(0)} ms, onnxruntime ${total.toFixed(0)} ms: ${[...bySession].map(([k, v]) => `${k} x${v.length} ${v.map((x) => x.toFixed(1)).join('/')}`).join('; ')}`);
+    console.log(`step ${s}: ${times.at(-1)!.toFixed(0)} ms, onnxruntime ${ortTimes.at(-1)!.toFixed(0)} ms: ${[...bySession].map(([k, v]) => `${k} x${v.length} ${v.map((x) => x.toFixed(1)).join('/')}`).join('; ')}`);
   }
 }
 // the second half of the steps (at least after 4): onnxruntime's calls take ~40% longer for their first

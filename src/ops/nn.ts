@@ -207,8 +207,11 @@ function col2ImInputGrad(b: GraphBuilder, dy: string, w: string, xs: number[], w
   return b.op('Pad', [folded, b.constI64([0, 0, 0, 0, 0, 0, xs[2]! - image[0]!, xs[3]! - image[1]!])]);
 }
 
-/** The sub-pixel form of a strided convolution's input gradient (see subPixelInputGrad): per axis its stride s, taps per phase t, begin pad and phase-grid size. */
-interface SubPixel { strides: [number, number]; taps: [number, number]; pads: [number, number]; grid: [number, number] }
+/**
+ * The sub-pixel form of a strided convolution's input gradient (see subPixelInputGrad): per axis its stride s,
+ * taps per phase t, begin pad, phase-grid size, and the grid's rows past dy's (its convolution's end pad).
+ */
+interface SubPixel { strides: [number, number]; taps: [number, number]; pads: [number, number]; grid: [number, number]; extra: [number, number] }
 
 /**
  * When a strided 2-D convolution's input gradient takes the sub-pixel form: dilation 1, at most 1.35x the
@@ -232,7 +235,8 @@ function subPixelGeometry(xs: number[], ws: number[], ys: number[], strides: num
   const subPixelMacs = axes.reduce((m, a) => m * a.s * a.taps * a.grid, 1);
   if (subPixelMacs > 1.35 * columnMacs || xs[1]! * axes[0]!.s * axes[1]!.s < 32) return undefined;
   if (ys[0]! * axes[0]!.grid * axes[1]!.grid < BLOCKED_CONV_MIN_WORK) return undefined;
-  return { strides: [axes[0]!.s, axes[1]!.s], taps: [axes[0]!.taps, axes[1]!.taps], pads: [axes[0]!.p, axes[1]!.p], grid: [axes[0]!.grid, axes[1]!.grid] };
+  const [v, h] = axes as [typeof axes[0], typeof axes[0]];
+  return { strides: [v.s, h.s], taps: [v.taps, h.taps], pads: [v.p, h.p], grid: [v.grid, h.grid], extra: [v.extra, h.extra] };
 }
 
 /**
@@ -260,8 +264,7 @@ function subPixelInputGrad(b: GraphBuilder, dy: string, w: string, xs: number[],
   const picked = b.reshape(b.op('MatMul', [b.reshape(w, [cout * cin, kh * kw]), b.constF(pick, [kh * kw, phases])]), [cout, cin * sh * sw, th, tw]);
   b.setShape(picked, [cout, cin * sh * sw, th, tw]);
   const kernel = b.op('Transpose', [picked], { perm: [1, 0, 2, 3] });
-  const extra = [sp.grid[0] - ys[2]!, sp.grid[1] - ys[3]!];
-  const phased = conv(b, dy, ys, kernel, [cin * sh * sw, cout, th, tw], { pads: [th - 1, tw - 1, extra[0]!, extra[1]!], kernel_shape: [th, tw] });
+  const phased = conv(b, dy, ys, kernel, [cin * sh * sw, cout, th, tw], { pads: [th - 1, tw - 1, ...sp.extra], kernel_shape: [th, tw] });
   const endPads = [sp.grid[0] * sh - xs[2]! - sp.pads[0], sp.grid[1] * sw - xs[3]! - sp.pads[1]];
   const blocks = b.reshape(phased, [ys[0]!, cin * sh * sw, sp.grid[0] * sp.grid[1]]);
   return b.op('Col2Im', [blocks, b.constI64([xs[2]!, xs[3]!]), b.constI64([sh, sw])], { strides: [sh, sw], pads: [...sp.pads, ...endPads] });
