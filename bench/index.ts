@@ -1,10 +1,11 @@
-// npm run bench [-- --json] [--models small_cnn,resnet_small] [--batch 128] [--seconds 3] [--backend ort]
+// npm run bench [-- --json] [--models small_cnn,resnet_small] [--batch 128] [--seconds 3] [--backend ort] [--isa avx2]
 // Torchvision classifiers at 3x32x32 (resnet18, mobilenet_v2, vit_small, … of models/export_torchvision.py)
 // are exported once into .cache/torchvision/ with python3-torch: --models resnet18,mobilenet_v2,vit_small
 // Images/s of forward, input gradient, natural training step and TRADES-10 training step, for onnx-hydra
 // and (when python3-torch is installed) for PyTorch on the same machine in the same run, with ratios.
 // Timings are medians over repeated steps; PyTorch runs before and after ours and the better of its two
-// runs is used, so machine drift does not favour us.
+// runs is used, so machine drift does not favour us. --isa avx2 limits both sides to AVX2 kernels on an
+// AVX-512 machine (bench/isa.ts).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,6 +21,8 @@ import { DEFAULT_OBJECTIVE, makeObjective } from '../src/train/objectives.js';
 import { Optimizer } from '../src/train/optim.js';
 import { packageRoot } from '../src/data/dataset.js';
 import { cpuInfo } from '../src/runtime/cpu.js';
+import { applyIsaLimit, isaNote, type IsaLimit } from './isa.js';
+import { torchEnv, torchMallocNote } from './torch-env.js';
 
 const WORKLOADS = ['forward', 'input_grad', 'natural_step', 'trades10_step'] as const;
 type Workload = (typeof WORKLOADS)[number];
@@ -31,8 +34,10 @@ const args = yargs(hideBin(process.argv))
   .option('seconds', { type: 'number', default: 4, describe: 'time per workload' })
   .option('backend', { type: 'string', default: 'auto' })
   .option('torch', { type: 'boolean', default: true, describe: 'also run PyTorch (python3-torch)' })
+  .option('isa', { choices: ['native', 'avx2'] as const, default: 'native' as IsaLimit, describe: 'avx2: both sides use AVX2 kernels only, as on an AVX2-only CPU (bench/isa.ts)' })
   .strict()
   .parseSync();
+applyIsaLimit(args.isa);
 
 function median(a: number[]): number {
   const s = [...a].sort((x, y) => x - y);
@@ -82,14 +87,14 @@ function benchOurs(model: string, batch: number, seconds: number, backend: Backe
   return out;
 }
 
-interface TorchResult { torch_version: string; threads: number; matmul_gflops?: number; models: Record<string, Record<Workload, number>> }
+interface TorchResult { torch_version: string; threads: number; matmul_gflops?: number; isa?: { aten: string; onednn: string; openblas: string }; models: Record<string, Record<Workload, number>> }
 
 function benchTorch(models: string[], batch: number): TorchResult | undefined {
   const py = '/usr/bin/python3';
   if (!fs.existsSync(py)) return undefined;
   const r = spawnSync(py, [path.join(packageRoot(), 'bench', 'torch_bench.py')], {
     encoding: 'utf8',
-    env: { ...process.env, BENCH_BATCH: String(batch), BENCH_MODELS: models.join(','), BENCH_SECONDS: String(args.seconds) },
+    env: torchEnv({ BENCH_BATCH: String(batch), BENCH_MODELS: models.join(','), BENCH_SECONDS: String(args.seconds) }),
   });
   if (r.status !== 0) {
     if (/No module named 'torch'/.test(r.stderr)) return undefined;
@@ -127,7 +132,8 @@ const result = {
   cpu,
   batch: args.batch,
   engine: engine.description,
-  torch: torchRuns[0] ? { version: torchRuns[0].torch_version, threads: torchRuns[0].threads, matmulGflops: torchRuns[0].matmul_gflops } : null,
+  kernels: isaNote(args.isa),
+  torch: torchRuns[0] ? { version: torchRuns[0].torch_version, threads: torchRuns[0].threads, matmulGflops: torchRuns[0].matmul_gflops, isa: torchRuns[0].isa, malloc: torchMallocNote() } : null,
   models: table,
   weight_handling: weightHandling,
   // the first model's rows at top level, as tools read them (e.g. trades10_step.ratio)
@@ -135,8 +141,8 @@ const result = {
 };
 if (args.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 else {
-  const lines = [`onnx-hydra bench: batch ${args.batch}, engine ${engine.description}`, `CPU: ${cpu.model}, ${cpu.cores} cores, ${cpu.isa.join(' ')}`];
-  lines.push(result.torch ? `PyTorch ${result.torch.version} (${result.torch.threads} threads, matrix product ${result.torch.matmulGflops?.toFixed(0) ?? '?'} GFLOP/s), same machine, same run` : args.torch ? 'PyTorch not installed (apt-get install python3-torch): no ratios' : 'PyTorch not run (--no-torch): no ratios');
+  const lines = [`onnx-hydra bench: batch ${args.batch}, engine ${engine.description}`, `CPU: ${cpu.model}, ${cpu.cores} cores, ${cpu.isa.join(' ')}`, `kernels: ${result.kernels}`];
+  lines.push(result.torch ? `PyTorch ${result.torch.version} (${result.torch.threads} threads, matrix product ${result.torch.matmulGflops?.toFixed(0) ?? '?'} GFLOP/s${result.torch.isa ? `; kernels: ATen ${result.torch.isa.aten}, oneDNN ${result.torch.isa.onednn}, OpenBLAS ${result.torch.isa.openblas}` : ''}; ${result.torch.malloc}), same machine, same run` : args.torch ? 'PyTorch not installed (apt-get install python3-torch): no ratios' : 'PyTorch not run (--no-torch): no ratios');
   if (result.torch && (result.torch.matmulGflops ?? Infinity) < 15) {
     lines.push(`warning: PyTorch's matrix products run at ${result.torch.matmulGflops!.toFixed(1)} GFLOP/s (the reference BLAS?): ratios of models with large Linear layers (the ViT) flatter onnx-hydra; apt-get install libopenblas0-pthread`);
   }

@@ -1,4 +1,4 @@
-// npm run bench:step -- MODEL [--batch 128] [--kind natural|trades|pgd] [--steps 10]
+// npm run bench:step -- MODEL [--batch 128] [--kind natural|trades|pgd] [--steps 10] [--isa avx2]
 // Times single training steps (or fused PGD calls) of one model on the compiled engine, step by step, with the
 // onnxruntime calls of the last steps listed (per session: its calls and their ms). For A/B comparisons of two
 // builds, and with HYDRA_ORT_PROFILE=prefix for onnxruntime's own per-kernel profiles (one JSON per session).
@@ -14,6 +14,7 @@ import { DEFAULT_OBJECTIVE, makeObjective } from '../src/train/objectives.js';
 import { Optimizer } from '../src/train/optim.js';
 import { SyncSession, flushProfiles } from '../src/engine/ort-sync.js';
 import { modelFile, trainStep } from './workloads.js';
+import { applyIsaLimit, isaNote, type IsaLimit } from './isa.js';
 
 const args = yargs(hideBin(process.argv))
   .command('$0 <model>', 'time steps of one model')
@@ -21,8 +22,10 @@ const args = yargs(hideBin(process.argv))
   .option('batch', { type: 'number', default: 128 })
   .option('kind', { choices: ['natural', 'trades', 'pgd'] as const, default: 'natural' as const })
   .option('steps', { type: 'number', default: 10 })
+  .option('isa', { choices: ['native', 'avx2'] as const, default: 'native' as IsaLimit, describe: 'avx2: AVX2 kernels only, as on an AVX2-only CPU (bench/isa.ts)' })
   .strict()
   .parseSync();
+applyIsaLimit(args.isa);
 
 // every onnxruntime call, by session (numbered in order of first use)
 const calls: { session: string; ms: number }[] = [];
@@ -80,6 +83,6 @@ const median = later[later.length >> 1]!;
 const mean = (v: number[]): number => v.reduce((p, q) => p + q, 0) / v.length;
 const outside = mean(times.slice(skip)) - mean(ortTimes.slice(skip));
 console.log(`${name} ${args.kind} batch ${batch}: ms per step ${times.map((t) => t.toFixed(0)).join(' ')}; median after ${skip}: ${median.toFixed(1)} ms = ${((batch / median) * 1000).toFixed(0)} img/s; outside onnxruntime ${outside.toFixed(1)} ms a step (mean)`);
-console.log(`weights: ${JSON.stringify(net.weightHandling())}`);
+console.log(`weights: ${JSON.stringify(net.weightHandling())}; kernels: ${isaNote(args.isa)}`);
 flushProfiles();
 net.dispose();

@@ -6,6 +6,7 @@ Models are rebuilt from models/export_models.py (same classes); weights do not a
 """
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -89,12 +90,24 @@ def matmul_gflops():
     return 2 * 512 ** 3 / timeit(lambda: a @ b, min_time=0.3) / 1e9
 
 
+def kernel_isa():
+    """The vector ISA of PyTorch's own (ATen) kernels, of oneDNN's convolutions and OpenBLAS's kernels: the
+    latter two from one convolution run in a child process with ONEDNN_VERBOSE=1 and OPENBLAS_VERBOSE=2
+    (verbose modes would slow the timed runs)."""
+    aten = next((line.split(':', 1)[1].strip() for line in torch.__config__.show().splitlines() if 'CPU capability usage' in line), 'unknown')
+    probe = 'import torch; torch.nn.functional.conv2d(torch.rand(8, 16, 32, 32), torch.rand(32, 16, 3, 3), padding=1)'
+    run = subprocess.run([sys.executable, '-c', probe], env={**os.environ, 'ONEDNN_VERBOSE': '1', 'OPENBLAS_VERBOSE': '2'}, capture_output=True, text=True, check=False)
+    onednn = next((line.split('isa:', 1)[1].strip() for line in run.stdout.splitlines() if ',isa:' in line), 'unknown')
+    blas = next((line.split(':', 1)[1].strip() for line in run.stderr.splitlines() if line.startswith('Core:')), 'not OpenBLAS')
+    return {'aten': aten, 'onednn': onednn, 'openblas': blas}
+
+
 def main():
     batch = int(os.environ.get('BENCH_BATCH', '128'))
     # all cores, as onnx-hydra uses (Debian's build defaults to one thread)
     torch.set_num_threads(int(os.environ.get('BENCH_THREADS', os.cpu_count() or 1)))
     wanted = os.environ.get('BENCH_MODELS', 'small_cnn,resnet_small').split(',')
-    out = {'torch_version': torch.__version__, 'threads': torch.get_num_threads(), 'matmul_gflops': matmul_gflops(), 'batch': batch, 'models': {}}
+    out = {'torch_version': torch.__version__, 'threads': torch.get_num_threads(), 'matmul_gflops': matmul_gflops(), 'isa': kernel_isa(), 'batch': batch, 'models': {}}
     from export_torchvision import MODELS as TORCHVISION  # noqa: E402  (torchvision classifiers at 3x32x32)
     for name in wanted:
         torch.manual_seed(0)

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { loadData } from '../src/data/index.js';
 import { packageRoot } from '../src/data/dataset.js';
 import { cpuInfo } from '../src/runtime/cpu.js';
+import { torchEnv, torchMallocNote } from './torch-env.js';
 import { verifyModel } from '../src/verify/verify.js';
 
 const json = process.argv.includes('--json');
@@ -37,10 +38,10 @@ interface TorchOut {
 function torch(): TorchOut | undefined {
   const r = spawnSync('/usr/bin/python3', [path.join(packageRoot(), 'bench', 'torch_verify_bench.py')], {
     encoding: 'utf8',
-    env: {
-      ...process.env, BENCH_BENIGN: String(N.benign), BENCH_PGD: String(N.pgd), BENCH_SMOOTH: String(N.smooth), BENCH_SMOOTH_N: String(N.smoothN),
+    env: torchEnv({
+      BENCH_BENIGN: String(N.benign), BENCH_PGD: String(N.pgd), BENCH_SMOOTH: String(N.smooth), BENCH_SMOOTH_N: String(N.smoothN),
       BENCH_AA_FAST: String(N.aaFast), BENCH_AA_STANDARD: String(N.aaStandard), BENCH_AA_EPS: String(AA_EPS),
-    },
+    }),
   });
   if (r.status !== 0) {
     process.stderr.write(`PyTorch side skipped: ${r.stderr.split('\n').filter(Boolean).slice(-1)[0] ?? r.error?.message}\n`);
@@ -86,7 +87,7 @@ const aaDetail = (ours: typeof aaFast, key: 'autoattack_fast' | 'autoattack_stan
 const result = {
   model: 'models/fashion_cnn.onnx', images: N,
   machine: { cpu: cpu.model, cores: cpu.cores, isa: cpu.isa, load_average_start: loadStart, load_average_end: loadEnd },
-  torch: t1 ? { version: t1.torch_version, threads: t1.threads, omp_wait_policy: t1.omp_wait_policy ?? null, runs: runs.length } : null,
+  torch: t1 ? { version: t1.torch_version, threads: t1.threads, omp_wait_policy: t1.omp_wait_policy ?? null, malloc: torchMallocNote(), runs: runs.length } : null,
   accuracy: {
     ours_benign: benign.benign.acc, torch_benign: t1?.benign.acc ?? null, ours_pgd20: pgd.pgd!.acc, torch_pgd20: t1?.pgd20.acc ?? null, torch_pgd20_early_stop: t1?.pgd20_early_stop.acc ?? null,
     ours_autoattack_fast: aaFast.acc, torch_autoattack_fast: t1?.autoattack_fast?.acc ?? null,
@@ -102,7 +103,7 @@ else {
   const load = (l: number[]): string => l.map((v) => v.toFixed(2)).join(' ');
   const lines = ['onnx-hydra verify bench: models/fashion_cnn.onnx, Fashion-MNIST test images, onnxruntime-node CPU',
     `CPU: ${cpu.model}, ${cpu.cores} logical cores, ISA: ${cpu.isa.join(' ') || 'none of avx2/fma/avx512/vnni/amx'}; load average (1, 5, 15 min) ${load(loadStart)} at the start, ${load(loadEnd)} at the end`,
-    t1 ? `PyTorch ${t1.torch_version} (${t1.threads} threads, OMP_WAIT_POLICY ${t1.omp_wait_policy ?? 'default'}), same machine, same run, better of ${runs.length} runs` : 'PyTorch not installed: no ratios',
+    t1 ? `PyTorch ${t1.torch_version} (${t1.threads} threads, OMP_WAIT_POLICY ${t1.omp_wait_policy ?? 'default'}, ${torchMallocNote()}), same machine, same run, better of ${runs.length} runs` : 'PyTorch not installed: no ratios',
     `AutoAttack: ε ${AA_EPS} L∞; fast = APGD-CE + APGD-T (9 targets); standard = + FAB-T (9 targets) + Square-5000; acc = robust accuracy`, '',
     '| workload | images | onnx-hydra img/s | PyTorch img/s | ratio | acc onnx-hydra | acc PyTorch |', '|---|---:|---:|---:|---:|---:|---:|'];
   for (const [k, r] of Object.entries(rows)) {
