@@ -53,7 +53,7 @@ function xgetbvSites(lib: string, bytes: Buffer): number[] {
 }
 
 /** A copy of onnxruntime's library that sees no AVX-512 state, made once per onnxruntime build under .cache/. */
-function avx2Library(): string {
+export function avx2Library(): string {
   const lib = ortLibrary();
   const bytes = fs.readFileSync(lib);
   const dir = path.join(packageRoot(), '.cache', 'isa-avx2', `${bytes.length}`);
