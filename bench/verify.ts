@@ -1,4 +1,4 @@
-// npm run bench:verify [-- --json | --json-file FILE]: images/s of `verify`'s benign, PGD-20,
+// npm run bench:verify [-- --json | --json-file FILE] [--isa avx2]: images/s of `verify`'s benign, PGD-20,
 // randomized-smoothing CERTIFY (σ 0.25, n0 100, n 10,000) and AutoAttack (ε 0.1 L∞: 'fast' = APGD-CE +
 // APGD-T, 'standard' = + FAB-T + Square-5000) on models/fashion_cnn.onnx, against the same evaluation in
 // PyTorch (bench/torch_verify_bench.py, the same weights, all cores) in the same run. PyTorch runs before and
@@ -16,12 +16,16 @@ import { loadData } from '../src/data/index.js';
 import { packageRoot } from '../src/data/dataset.js';
 import { cpuInfo } from '../src/runtime/cpu.js';
 import { torchEnv, torchMallocNote } from './torch-env.js';
+import { applyIsaLimit, isaNote, type IsaLimit } from './isa.js';
 import { verifyModel } from '../src/verify/verify.js';
 
 const json = process.argv.includes('--json');
 const jsonFileAt = process.argv.indexOf('--json-file');
 const jsonFile = jsonFileAt >= 0 ? process.argv[jsonFileAt + 1] : undefined;
 if (jsonFileAt >= 0 && !jsonFile) throw new Error('--json-file needs a file name');
+const isaAt = process.argv.indexOf('--isa');
+const isa = (isaAt >= 0 ? process.argv[isaAt + 1] : 'native') as IsaLimit;
+applyIsaLimit(isa);
 const N = { benign: 10000, pgd: 2000, smooth: 40, smoothN: 10000, aaFast: 500, aaStandard: 100 };
 const AA_EPS = 0.1;
 const model = path.join(packageRoot(), 'models', 'fashion_cnn.onnx');
@@ -86,7 +90,7 @@ const aaDetail = (ours: typeof aaFast, key: 'autoattack_fast' | 'autoattack_stan
 });
 const result = {
   model: 'models/fashion_cnn.onnx', images: N,
-  machine: { cpu: cpu.model, cores: cpu.cores, isa: cpu.isa, load_average_start: loadStart, load_average_end: loadEnd },
+  machine: { cpu: cpu.model, cores: cpu.cores, isa: cpu.isa, load_average_start: loadStart, load_average_end: loadEnd, kernels: isaNote(isa) },
   torch: t1 ? { version: t1.torch_version, threads: t1.threads, omp_wait_policy: t1.omp_wait_policy ?? null, malloc: torchMallocNote(), runs: runs.length } : null,
   accuracy: {
     ours_benign: benign.benign.acc, torch_benign: t1?.benign.acc ?? null, ours_pgd20: pgd.pgd!.acc, torch_pgd20: t1?.pgd20.acc ?? null, torch_pgd20_early_stop: t1?.pgd20_early_stop.acc ?? null,
@@ -103,6 +107,7 @@ else {
   const load = (l: number[]): string => l.map((v) => v.toFixed(2)).join(' ');
   const lines = ['onnx-hydra verify bench: models/fashion_cnn.onnx, Fashion-MNIST test images, onnxruntime-node CPU',
     `CPU: ${cpu.model}, ${cpu.cores} logical cores, ISA: ${cpu.isa.join(' ') || 'none of avx2/fma/avx512/vnni/amx'}; load average (1, 5, 15 min) ${load(loadStart)} at the start, ${load(loadEnd)} at the end`,
+    `kernels: ${isaNote(isa)}`,
     t1 ? `PyTorch ${t1.torch_version} (${t1.threads} threads, OMP_WAIT_POLICY ${t1.omp_wait_policy ?? 'default'}, ${torchMallocNote()}), same machine, same run, better of ${runs.length} runs` : 'PyTorch not installed: no ratios',
     `AutoAttack: ε ${AA_EPS} L∞; fast = APGD-CE + APGD-T (9 targets); standard = + FAB-T (9 targets) + Square-5000; acc = robust accuracy`, '',
     '| workload | images | onnx-hydra img/s | PyTorch img/s | ratio | acc onnx-hydra | acc PyTorch |', '|---|---:|---:|---:|---:|---:|---:|'];
