@@ -9,6 +9,7 @@
 //   and Debian's OpenBLAS already run AVX2 code on these AMD machines (torch_bench.py reports both).
 // The CPU's clock, caches and memory stay those of the machine: a proxy for an AVX2-only CPU, not one.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -52,11 +53,11 @@ function xgetbvSites(lib: string, bytes: Buffer): number[] {
   return sites;
 }
 
-/** A copy of onnxruntime's library that sees no AVX-512 state, made once per onnxruntime build under .cache/. */
+/** A copy of onnxruntime's library that sees no AVX-512 state, made once per onnxruntime build (by its hash) under .cache/. */
 export function avx2Library(): string {
   const lib = ortLibrary();
   const bytes = fs.readFileSync(lib);
-  const dir = path.join(packageRoot(), '.cache', 'isa-avx2', `${bytes.length}`);
+  const dir = path.join(packageRoot(), '.cache', 'isa-avx2', createHash('sha256').update(bytes).digest('hex').slice(0, 16));
   const out = path.join(dir, 'libonnxruntime.so.1');
   if (fs.existsSync(out)) return dir;
   let sites: number[];
