@@ -803,12 +803,15 @@ export class CompiledNet {
     const m = finished(b, outputs);
     if (bake) return { bytes: m.toModel({ untypedOutputs: true }), paramInputs: [] };
     const split = splitWeightPrep(m, f.paramInputs, (prep, names) => {
-      // the hoisted values' shapes, read off one run on zeros
-      const s = new SyncSession(prep.toModel({ untypedOutputs: true }), { threads: this.threads, optimization: 'disabled' });
+      // the hoisted values' shapes, read off one run on zeros that returns their Shapes (as probeShapes does)
+      const probe = prep.clone('probe');
+      const shapeOutputs = names.map((n) => probe.op('Shape', [n]));
+      probe.setOutputs(shapeOutputs);
+      const s = new SyncSession(probe.toModel({ untypedOutputs: true }), { threads: this.threads, optimization: 'disabled' });
       const feeds = Object.fromEntries(prep.inputs.map((i) => [i.name, { data: new Float32Array(numel(shapeOf(i.name))), shape: shapeOf(i.name) }]));
-      const out = s.run(feeds, names);
+      const out = s.run(feeds, shapeOutputs);
       s.dispose();
-      return new Map(names.map((n, k) => [n, out[k]!.shape]));
+      return new Map(names.map((n, k) => [n, Array.from(out[k]!.data as BigInt64Array, Number)]));
     });
     if (!split) return { bytes: m.toModel({ untypedOutputs: true }), paramInputs: f.paramInputs.map((n) => [n, shapeOf(n)]) };
     const params = new Set(f.paramInputs);
