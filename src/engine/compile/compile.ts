@@ -286,27 +286,34 @@ function zerosFor(weights: Map<string, number[]>): Map<string, Float32Array> {
 }
 
 /**
- * Shapes of every value of the forward model, read off one onnxruntime run on zeros. The run returns each
- * value's Shape (and, for `dtypes`, its first element), not the value: outputs land in fresh buffers, whose
- * first touch costs ~3 ms per MB on these VMs: the small CNN's values at batch 256 (11.5 MB) took 30-57 ms
- * to return, its last value alone 3 ms. A new attack session's first call: 114-133 ms before, 72-100 after.
+ * One onnxruntime run of `b` on zeros that returns the Shapes of `names` (and the values `extra`), not the
+ * values: outputs land in fresh buffers, whose first touch costs ~3 ms per MB on these VMs: the small CNN's
+ * values at batch 256 (11.5 MB) took 30-57 ms to return, its last value alone 3 ms. A new attack session's
+ * first call: 114-133 ms before, 72-100 after; ResNet-18's weight-split shape run 192-193 → 128-129 ms.
+ * `b` is the caller's scratch copy (the Shape nodes are added to it); `bytes` writes its model with the outputs given.
  */
+function shapeRun(b: GraphBuilder, names: string[], extra: string[], bytes: (outputs: string[]) => Uint8Array, inputs: [string, number[]][], threads: number | undefined): { shapes: number[][]; extra: OrtOut[] } {
+  const shapeOutputs = names.map((n) => b.op('Shape', [n]));
+  const outputs = [...shapeOutputs, ...extra];
+  const s = new SyncSession(bytes(outputs), { threads, optimization: 'disabled' });
+  const feeds = Object.fromEntries(inputs.map(([name, shape]) => [name, { data: new Float32Array(numel(shape)), shape }]));
+  const r = s.run(feeds, outputs);
+  s.dispose();
+  return { shapes: names.map((_, k) => Array.from(r[k]!.data as BigInt64Array, Number)), extra: r.slice(names.length) };
+}
+
+/** Shapes of every value of the forward model (and, for `dtypes`, their element types, read off each value's first element). */
 function probeShapes(f: Forward, threads: number | undefined, dtypes?: Map<string, 'float32' | 'int64' | 'int32' | 'bool'>): Map<string, number[]> {
   const names: string[] = [];
   for (const n of f.fb.nodes) for (const o of n.output ?? []) if (o) names.push(o);
   const b = f.fb.clone('probe');
-  const shapeOf = names.map((n) => b.op('Shape', [n]));
   const firstOf = dtypes ? names.map((n) => b.op('Slice', [b.reshape(n, [-1]), b.constI64([0]), b.constI64([1])])) : [];
-  const outputs = [...shapeOf, ...firstOf];
-  const s = new SyncSession(withWeights(modelBytes(b, outputs), f.baked, zerosFor(f.baked)), { threads, optimization: 'disabled' });
-  const feeds: Record<string, { data: Float32Array; shape: number[] }> = {};
-  for (const i of f.fb.inputs) feeds[i.name] = { data: new Float32Array(numel(i.shape as number[])), shape: i.shape as number[] };
-  const r = s.run(feeds, outputs);
-  s.dispose();
+  const inputs = f.fb.inputs.map((i): [string, number[]] => [i.name, i.shape as number[]]);
+  const r = shapeRun(b, names, firstOf, (outputs) => withWeights(modelBytes(b, outputs), f.baked, zerosFor(f.baked)), inputs, threads);
   const shapes = new Map<string, number[]>();
-  names.forEach((n, k) => shapes.set(n, Array.from(r[k]!.data as BigInt64Array, Number)));
+  names.forEach((n, k) => shapes.set(n, r.shapes[k]!));
   // element types of the computed values (a saved comparison result is bool, an index int64)
-  if (dtypes) names.forEach((n, k) => { const d = r[names.length + k]!.data; dtypes.set(n, d instanceof Uint8Array ? 'bool' : d instanceof BigInt64Array ? 'int64' : d instanceof Int32Array ? 'int32' : 'float32'); });
+  if (dtypes) names.forEach((n, k) => { const d = r.extra[k]!.data; dtypes.set(n, d instanceof Uint8Array ? 'bool' : d instanceof BigInt64Array ? 'int64' : d instanceof Int32Array ? 'int32' : 'float32'); });
   for (const i of f.fb.inputs) shapes.set(i.name, i.shape as number[]);
   for (const [n, c] of f.consts) shapes.set(n, c.shape);
   for (const [n, sh] of f.baked) shapes.set(n, sh);
@@ -803,15 +810,14 @@ export class CompiledNet {
     const m = finished(b, outputs);
     if (bake) return { bytes: m.toModel({ untypedOutputs: true }), paramInputs: [] };
     const split = splitWeightPrep(m, f.paramInputs, (prep, names) => {
-      // the hoisted values' shapes, read off one run on zeros that returns their Shapes (as probeShapes does)
+      // the hoisted values' shapes, read off one run on zeros
       const probe = prep.clone('probe');
-      const shapeOutputs = names.map((n) => probe.op('Shape', [n]));
-      probe.setOutputs(shapeOutputs);
-      const s = new SyncSession(probe.toModel({ untypedOutputs: true }), { threads: this.threads, optimization: 'disabled' });
-      const feeds = Object.fromEntries(prep.inputs.map((i) => [i.name, { data: new Float32Array(numel(shapeOf(i.name))), shape: shapeOf(i.name) }]));
-      const out = s.run(feeds, shapeOutputs);
-      s.dispose();
-      return new Map(names.map((n, k) => [n, Array.from(out[k]!.data as BigInt64Array, Number)]));
+      const toBytes = (outputs: string[]): Uint8Array => {
+        probe.setOutputs(outputs);
+        return probe.toModel({ untypedOutputs: true });
+      };
+      const { shapes } = shapeRun(probe, names, [], toBytes, prep.inputs.map((i) => [i.name, shapeOf(i.name)]), this.threads);
+      return new Map(names.map((n, k) => [n, shapes[k]!]));
     });
     if (!split) return { bytes: m.toModel({ untypedOutputs: true }), paramInputs: f.paramInputs.map((n) => [n, shapeOf(n)]) };
     const params = new Set(f.paramInputs);

@@ -9,6 +9,7 @@
 import { GraphBuilder } from '../../onnx/builder.js';
 import type { NodeProto } from '../../onnx/proto.js';
 import { toNum } from '../../onnx/proto.js';
+import { windows } from '../../onnx/semantics.js';
 import { BLOCKED_CONV_MIN_WORK } from '../../ops/spec.js';
 import { NCHWC_DOMAIN } from '../ort-sync.js';
 
@@ -161,15 +162,15 @@ const PREPAD_MIN_MACS_PER_VALUE = 150;
  * step took 12.7 ms of Pads and ran slower), so only group-1 blocked convolutions take it.
  */
 function padsBeforeBlocked(n: NodeProto, xs: number[], [cout, kh, kw]: [number, number, number]): number[] | undefined {
-  const ks = [kh, kw];
   const ints = (name: string, dflt: number[]): number[] => (n.attribute ?? []).find((a) => a.name === name)?.ints?.map(toNum) ?? dflt;
   const autoPad = Buffer.from((n.attribute ?? []).find((a) => a.name === 'auto_pad')?.s ?? []).toString();
   const pads = ints('pads', [0, 0, 0, 0]);
   if ((autoPad && autoPad !== 'NOTSET') || pads.every((v) => v === 0)) return undefined;
-  const strides = ints('strides', [1, 1]);
-  const dil = ints('dilations', [1, 1]);
-  const out = [0, 1].map((i) => Math.floor((xs[2 + i]! + pads[i]! + pads[i + 2]! - ((ks[i]! - 1) * dil[i]! + 1)) / strides[i]!) + 1);
-  const coversAll = [0, 1].every((i) => (ks[i]! - 1) * dil[i]! + 1 > out[i]!);
+  const w = windows({ strides: ints('strides', [1, 1]), dilations: ints('dilations', [1, 1]), pads }, [xs[2]!, xs[3]!], [kh, kw], false, (why) => {
+    throw new Error(`blocked convolution '${n.name ?? ''}': ${why}`);
+  });
+  const out = w.out;
+  const coversAll = [0, 1].every((i) => (w.kernel[i]! - 1) * w.dilations[i]! + 1 > out[i]!);
   // the Pad copies the whole input (single-threaded, ~5 GB/s): worth it only for convolutions with many
   // multiply-adds per input value. ResNet-18's filter gradients have 184-512 per padded value (layer 1: 4.66 →
   // 2.41 ms for the convolution, 0.47 for the Pad); the small CNN's conv2 filter gradient, batch 256, has 100
