@@ -1,8 +1,9 @@
-// The cpu backend's Add/Sub/Mul fast paths (src/tfjs/cpu-fast.ts) against element-by-element broadcasting.
+// The cpu backend's Add/Sub/Multiply fast paths (src/tfjs/cpu-fast.ts) against element-by-element broadcasting.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { tf } from '../src/tfjs/tf.js';
 import { makeRng } from '../src/util/rng.js';
+import { fastCpuKernels } from '../src/tfjs/cpu-fast.js';
 
 const rng = makeRng('cpu-fast');
 const numel = (s: number[]): number => s.reduce((p, d) => p * d, 1);
@@ -29,6 +30,9 @@ function reference(op: (x: number, y: number) => number, a: Float32Array, as: nu
 
 test('cpu backend Add/Sub/Mul: same shapes, scalars, rows, columns and the stock path agree with element-wise broadcasting', async () => {
   await tf.setBackend('cpu');
+  // the loops replace tfjs's kernels by name: a wrong name (as 'Mul' for tfjs's 'Multiply' once was) would
+  // leave the stock kernel in place, and every result below would still agree
+  assert.deepEqual([...fastCpuKernels()].sort(), ['Add', 'Multiply', 'Sub']);
   const pairs: [number[], number[]][] = [
     [[3, 4, 5], [3, 4, 5]], [[6000], [6000]], [[2, 3], []], [[], [2, 3]], [[4, 10], [4, 1]], [[4, 1], [4, 10]],
     [[4, 10], [10]], [[10], [4, 10]], [[2, 3, 4, 5], [1, 3, 1, 1]], [[2, 3, 4], [1, 1, 4]], [[2, 3, 4], [2, 3, 1]],

@@ -1,4 +1,4 @@
-// Float32 Add/Sub/Mul on the pure-JS cpu backend as plain typed-array loops, for same-shape operands and
+// Float32 Add/Sub/Multiply on the pure-JS cpu backend as plain typed-array loops, for same-shape operands and
 // for one operand repeated over the other's leading or trailing axes (a scalar, a row, a column).
 // Hand-written because tfjs's cpu kernel runs every element through a closure with two modulo index
 // computations (~20 ns per element), and every broadcast element through index arrays: tfjs's backprop
@@ -30,7 +30,7 @@ const KERNELS: Record<string, { op: Op; sameShape: (a: Arr, b: Arr, out: Arr) =>
       for (let i = 0; i < out.length; i++) out[i] = a[i]! - b[i]!;
     },
   },
-  Mul: {
+  Multiply: {
     op: (x, y) => x * y,
     sameShape: (a, b, out) => {
       for (let i = 0; i < out.length; i++) out[i] = a[i]! * b[i]!;
@@ -72,13 +72,19 @@ function broadcastLoop(op: Op, big: Arr, small: Arr, out: Arr, how: { inner: num
   }
 }
 
-let installed = false;
+let installed: string[] | undefined;
+/** The kernels (tfjs kernel names) that run the loops above: every key of KERNELS unless tfjs lacks one. */
+export function fastCpuKernels(): readonly string[] {
+  return installed ?? [];
+}
+
 export function installFastCpuKernels(): void {
   if (installed) return;
-  installed = true;
+  installed = [];
   for (const [kernelName, { op, sameShape }] of Object.entries(KERNELS)) {
     const stock = tf.getKernel(kernelName, 'cpu');
     if (!stock) continue;
+    installed.push(kernelName);
     tf.unregisterKernel(kernelName, 'cpu');
     tf.registerKernel({
       ...stock,
