@@ -542,12 +542,17 @@ export interface LossGrad {
   loss?: Float32Array;
 }
 
-/** log softmax of row `row` of logits [rows, classes], in float64 */
-function logSoftmaxRow(logits: Float32Array, row: number, classes: number): number[] {
-  const z = Array.from(logits.subarray(row * classes, (row + 1) * classes));
-  const max = Math.max(...z);
-  const lse = max + Math.log(z.reduce((p, v) => p + Math.exp(v - max), 0));
-  return z.map((v) => v - lse);
+/** log softmax of row `row` of logits [rows, classes], in float64 (plain loops: it runs on every fused training step) */
+function logSoftmaxRow(logits: Float32Array, row: number, classes: number): Float64Array {
+  const o = row * classes;
+  let max = -Infinity;
+  for (let j = 0; j < classes; j++) max = Math.max(max, logits[o + j]!);
+  let sum = 0;
+  for (let j = 0; j < classes; j++) sum += Math.exp(logits[o + j]! - max);
+  const lse = max + Math.log(sum);
+  const out = new Float64Array(classes);
+  for (let j = 0; j < classes; j++) out[j] = logits[o + j]! - lse;
+  return out;
 }
 
 /** Whether dlogits equals the gradient a fused graph assumed, to float32 rounding (relative to its largest entry). */
@@ -599,9 +604,14 @@ function tradesLogitGradOf(logits: Float32Array, labels: Float32Array, beta: num
   for (let r = 0; r < n; r++) {
     const lc = logSoftmaxRow(logits, r, classes);
     const la = logSoftmaxRow(logits, n + r, classes);
-    const pc = lc.map(Math.exp);
-    const d = lc.map((v, j) => v - la[j]!);
-    const kl = pc.reduce((p, v, j) => p + v * d[j]!, 0);
+    const pc = new Float64Array(classes);
+    const d = new Float64Array(classes);
+    let kl = 0;
+    for (let j = 0; j < classes; j++) {
+      pc[j] = Math.exp(lc[j]!);
+      d[j] = lc[j]! - la[j]!;
+      kl += pc[j]! * d[j]!;
+    }
     for (let j = 0; j < classes; j++) {
       out[r * classes + j] = (pc[j]! - labels[r * classes + j]! + beta * pc[j]! * (d[j]! - kl)) / n;
       out[(n + r) * classes + j] = (beta * (Math.exp(la[j]!) - pc[j]!)) / n;
