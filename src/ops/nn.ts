@@ -7,7 +7,7 @@ import { convTransposeWindows, poolDivisors, windows, type ConvTransposeAttrs, t
 import { Attrs, type Node } from './ir.js';
 import type { OpCtx } from './values.js';
 import { broadcastShapes } from './host.js';
-import { BLOCKED_CONV_MIN_WORK, defineOp, type BoundRules, type GradCtx, type GradRegion, type IbpRule } from './spec.js';
+import { BLOCKED_CONV_MIN_WORK, BLOCKED_FILTER_GRAD_MIN_WORK, defineOp, type BoundRules, type GradCtx, type GradRegion, type IbpRule } from './spec.js';
 import { dy0, range, reduceTo } from './grad.js';
 
 function windowAttrs(a: Attrs): WindowAttrs {
@@ -408,8 +408,9 @@ export function convFilterGrad(
   const taps = kernel.reduce((p, k) => p * k, 1);
   // on blocked-layout kernels the convolution form wins once it has the work to run blocked (its "batch" is
   // the input channels, its output the kernel): 6.1 vs 10.5 ms for a 3x3 64→64 layer on 8x8 maps, 6.6 vs 7.6
-  // for 256→256 on 2x2 (onnxruntime 1.30, batch 128, 2 vCPUs with AVX-512)
-  const convForm = blocked && cin * taps >= BLOCKED_CONV_MIN_WORK && xs.slice(2).some((d) => d > 1);
+  // for 256→256 on 2x2 (onnxruntime 1.30, batch 128, 2 vCPUs with AVX-512), and from 16 input channels of a
+  // 3x3 kernel (see BLOCKED_FILTER_GRAD_MIN_WORK)
+  const convForm = blocked && cin * taps >= BLOCKED_FILTER_GRAD_MIN_WORK && xs.slice(2).some((d) => d > 1);
   if (group === 1 && r === 2 && taps <= cin && !convForm) {
     // one GEMM per kernel offset on channels-last input: dW[:, :, kh, kw] = dyᵀ[Cout, N·OH·OW] × x_shift[N·OH·OW, Cin]
     // (1.7x faster in onnxruntime than the convolution form below). With fewer input channels than kernel

@@ -10,7 +10,7 @@ import { GraphBuilder } from '../../onnx/builder.js';
 import type { NodeProto } from '../../onnx/proto.js';
 import { toNum } from '../../onnx/proto.js';
 import { windows } from '../../onnx/semantics.js';
-import { BLOCKED_CONV_MIN_WORK } from '../../ops/spec.js';
+import { BLOCKED_CONV_MIN_WORK, BLOCKED_FILTER_GRAD_MIN_WORK } from '../../ops/spec.js';
 import { NCHWC_DOMAIN } from '../ort-sync.js';
 
 const roundUp = (c: number, block: number): number => Math.ceil(c / block) * block;
@@ -102,7 +102,9 @@ function plan(b: GraphBuilder, n: NodeProto, block: number, constant: Set<string
   // the filter's reorder costs about as much as a few images' worth of convolution: worth it once batch x
   // output pixels is large (ResNet-18 at 32x32, batch 128: every layer but those on 1x1 maps; not the
   // convolution form of conv1's filter gradient, whose "batch" is its 3 input channels and output 8x8)
-  if (xs[0]! * outputPixels(n, xs, ws) < BLOCKED_CONV_MIN_WORK) return undefined;
+  const pixels = outputPixels(n, xs, ws);
+  const minWork = ws[2]! * ws[3]! > pixels ? BLOCKED_FILTER_GRAD_MIN_WORK : BLOCKED_CONV_MIN_WORK;
+  if (xs[0]! * pixels < minWork) return undefined;
   if (group === 1 && cin < block) return 'nchw-input';
   if (group === 1 && cin % 4 === 0) return 'blocked';
   return undefined;
