@@ -84,6 +84,8 @@ const CASES: Case[] = [
   // 32 input channels x 9 taps: the filter gradient in its convolution form, blocked (dilated by the stride)
   conv('NCHWc: filter gradient as a convolution, 32 → 16 channels, batch 16', [16, 32, 6, 6], [16, 32, 3, 3], { pads: [1, 1, 1, 1] }),
   conv('NCHWc: filter gradient as a convolution, stride 2', [4, 32, 9, 9], [16, 32, 3, 3], { strides: [2, 2], pads: [1, 1, 1, 1] }),
+  // a one-channel stem: the filter gradient from the input's columns, one GEMM per image (nn.ts SMALL_IM2COL_ROWS)
+  conv('Conv 4x4 stride 2 pad 1 on one channel (the small CNN\'s stem), asymmetric pads', [3, 1, 11, 10], [4, 1, 4, 4], { strides: [2, 2], pads: [1, 2, 0, 1] }),
   // 16 input channels x 9 taps: below the forward convolutions' threshold, blocked as a filter gradient (its kernel, dy, spans more than its output)
   conv('NCHWc: filter gradient as a convolution, 16 → 16 channels', [8, 16, 10, 10], [16, 16, 3, 3], { pads: [1, 1, 1, 1] }),
   // its kernel (dy) spans more than its 3x3 output, with 162 multiply-adds per padded input value: the blocked input padded by a Pad, batch 20 padded to 32 channels
